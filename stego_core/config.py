@@ -1,0 +1,128 @@
+"""Typed configuration: one pydantic model per stage, composed into :class:`ExperimentConfig`.
+
+The same model is the Prefect flow's parameter (the UI renders it as a form) and what the CLI
+builds from a preset, a YAML file and ``--set key=value`` overrides. Unknown keys are errors.
+"""
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class DataConfig(_Strict):
+    dataset: str = Field("camvid", description="registered dataset name, or 'folder' for a custom image folder")
+    data_root: Optional[str] = Field(None, description="data root (default: $STEGO_DATA_ROOT)")
+    train_split: str = Field("train", description="split the head is trained on (labels unused except by linear probes)")
+    eval_split: str = Field("val", description="split the methods are evaluated on")
+    train_images: Optional[str] = Field(None, description="dataset='folder': training image folder")
+    train_labels: Optional[str] = Field(None, description="dataset='folder': training label folder (optional)")
+    eval_images: Optional[str] = Field(None, description="dataset='folder': evaluation image folder")
+    eval_labels: Optional[str] = Field(None, description="dataset='folder': evaluation label folder")
+    num_classes: Optional[int] = Field(None, ge=1, le=255, description="dataset='folder': number of classes")
+    train_limit: Optional[int] = Field(None, ge=2, description="use only the first N training images")
+    eval_limit: Optional[int] = Field(None, ge=1, description="use only the first N evaluation images")
+    five_crop: bool = Field(True, description="train on the 5 half-size crops of each training image")
+    crop_ratio: float = Field(0.5, gt=0.0, le=1.0, description="crop side as a fraction of the image side")
+
+
+class EmbedConfig(_Strict):
+    backbone: str = Field("dinov2_vits14", description="backbone registry name (see `stego backbones`)")
+    weights: Optional[str] = Field(None, description="local weights file; default: the backbone's default source")
+    pretrained: bool = Field(True, description="False = random weights (tests only)")
+    train_resolution: int = Field(224, ge=16, le=2048, description="training crops: shorter side resized + centre crop")
+    eval_resolution: int = Field(322, ge=16, le=2048, description="evaluation centre crop size")
+    flip_tta: bool = Field(True, description="average codes with the horizontally flipped image at evaluation")
+    batch_size: int = Field(8, ge=1, le=1024)
+    num_workers: Optional[int] = Field(None, ge=0, le=64, description="decoding workers (default: cores - 1, at most 4)")
+
+
+class KnnConfig(_Strict):
+    k: int = Field(30, ge=2, description="neighbours stored per image (rank 0 is the image itself)")
+    num_neighbors: int = Field(7, ge=1, description="positive partner drawn uniformly from ranks 1..num_neighbors")
+    index: Literal["auto", "exact", "hnsw"] = Field("auto", description="exact below approx_threshold images")
+    approx_threshold: int = Field(200_000, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.num_neighbors >= self.k:
+            raise ValueError(f"knn.num_neighbors ({self.num_neighbors}) must be < knn.k ({self.k})")
+        return self
+
+
+class LossConfig(_Strict):
+    shift_mode: Literal["fixed", "calibrated"] = Field(
+        "calibrated", description="fixed: use b_*; calibrated: b_* = quantiles q_* of the training correlations (label-free)")
+    w_self: float = Field(0.67, ge=0.0)
+    w_knn: float = Field(0.25, ge=0.0)
+    w_rand: float = Field(0.63, ge=0.0)
+    b_self: float = Field(0.08, ge=-1.0, le=1.0)
+    b_knn: float = Field(0.02, ge=-1.0, le=1.0)
+    b_rand: float = Field(0.66, ge=-1.0, le=1.0)
+    q_self: float = Field(0.5, ge=0.0, le=1.0)
+    q_knn: float = Field(0.5, ge=0.0, le=1.0)
+    q_rand: float = Field(0.8, ge=0.0, le=1.0)
+    calibration_batches: int = Field(20, ge=1)
+    pointwise: bool = True
+    add_back_mean: bool = Field(True, description="after pointwise centering add back the global mean (as the reference)")
+    zero_clamp: bool = True
+    feature_samples: int = Field(11, ge=1, le=64)
+    neg_samples: int = Field(5, ge=1, le=64)
+
+
+class TrainConfig(_Strict):
+    dim: int = Field(70, ge=1, le=4096, description="code dimension")
+    steps: int = Field(5000, ge=0)
+    batch_size: int = Field(16, ge=2)
+    lr: float = Field(5e-4, gt=0.0)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    feature_dropout: bool = Field(True, description="channel dropout on the features entering the loss")
+    log_every: int = Field(10, ge=1)
+
+
+class ClusterConfig(_Strict):
+    method: Literal["probe", "kmeans"] = Field("probe", description="probe: STEGO's SGD cluster probe; kmeans: faiss spherical k-means")
+    num_clusters: Optional[int] = Field(None, ge=1, le=255, description="default: number of classes")
+    probe_steps: int = Field(1000, ge=1)
+    probe_lr: float = Field(5e-3, gt=0.0)
+    probe_batch_size: int = Field(32, ge=1)
+    kmeans_restarts: int = Field(5, ge=1)
+    kmeans_max_tokens: int = Field(500_000, ge=1000, description="token sample for k-means fits")
+    temperature: float = Field(2.0, gt=0.0, description="cluster probabilities = softmax(temperature * cosine)")
+
+
+class LinearConfig(_Strict):
+    steps: int = Field(1000, ge=1)
+    lr: float = Field(5e-3, gt=0.0)
+    batch_size: int = Field(32, ge=1)
+
+
+class CrfConfig(_Strict):
+    enabled: bool = True
+    iterations: int = Field(10, ge=1)
+    gaussian_sxy: float = 1.0
+    gaussian_compat: float = 3.0
+    bilateral_sxy: float = 67.0
+    bilateral_srgb: float = 3.0
+    bilateral_compat: float = 4.0
+    processes: Optional[int] = Field(None, ge=1, description="CRF worker processes (default: all cores)")
+
+
+class ExperimentConfig(_Strict):
+    name: str = Field("stego", description="experiment name")
+    preset: Optional[str] = Field(None, description="preset this config was built from")
+    seed: int = Field(0, ge=0)
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+    data: DataConfig = DataConfig()
+    embed: EmbedConfig = EmbedConfig()
+    knn: KnnConfig = KnnConfig()
+    loss: LossConfig = LossConfig()
+    train: TrainConfig = TrainConfig()
+    cluster: ClusterConfig = ClusterConfig()
+    linear: LinearConfig = LinearConfig()
+    crf: CrfConfig = CrfConfig()
+    baselines: bool = Field(True, description="also score raw-feature k-means and linear probe")

@@ -1,0 +1,95 @@
+"""A torch Dataset of resized, centre-cropped, normalised images with their labels."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+from .io import load_image, load_label
+from .label_maps import IGNORE, LABEL_MAPS
+from .samples import Sample
+from .transforms import image_to_tensor, resize_center_crop_image, resize_center_crop_label
+
+__all__ = ["SegmentationDataset"]
+
+logger = logging.getLogger(__name__)
+
+
+class SegmentationDataset(Dataset):
+    """Images (and labels) prepared for the backbone and for evaluation.
+
+    Item ``i``: the image is resized so its shorter side is ``resolution`` (bicubic) and
+    centre-cropped to ``R x R``, then normalised ``(x / 255 - mean) / std``; the label goes through
+    ``label_map`` and the same resize-crop with nearest sampling. Unlabelled samples get an
+    all-``ignore_index`` label and ``has_label=False`` so they batch with labelled ones.
+
+    Returns per item:
+        ``{"image": (3, R, R) float32, "label": (R, R) int64, "index": i, "has_label": bool}``.
+
+    Raises:
+        ValueError (constructor): empty samples, ``resolution`` < 1, bad mean/std, unknown
+            label_map.
+        DataError (``__getitem__``): unreadable or inconsistent files (the file is named).
+
+    Example:
+        >>> ds = SegmentationDataset(samples, resolution=224, mean=(0.485, 0.456, 0.406),
+        ...                          std=(0.229, 0.224, 0.225), num_classes=11,
+        ...                          label_map="camvid11")
+        >>> ds[0]["image"].shape
+        torch.Size([3, 224, 224])
+    """
+
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        *,
+        resolution: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        num_classes: int | None = None,
+        label_map: str = "identity",
+        ignore_index: int = IGNORE,
+    ) -> None:
+        if len(samples) == 0:
+            raise ValueError("SegmentationDataset needs at least one sample; "
+                             "check the image folder")
+        if resolution < 1:
+            raise ValueError(f"resolution must be a positive number of pixels, got {resolution}")
+        if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+            raise ValueError(f"mean and std need 3 values (R, G, B) with std > 0, got {list(mean)} "
+                             f"and {list(std)}")
+        if label_map not in LABEL_MAPS:
+            raise ValueError(f"unknown label_map {label_map!r}; choose one of {sorted(LABEL_MAPS)}")
+        if num_classes is not None and num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1 or None, got {num_classes}")
+        self.samples = list(samples)
+        self.resolution = resolution
+        self.mean = tuple(float(m) for m in mean)
+        self.std = tuple(float(s) for s in std)
+        self.num_classes = num_classes
+        self.label_map = label_map
+        self.ignore_index = ignore_index
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} samples")
+        index = index % len(self)
+        sample = self.samples[index]
+        image = load_image(sample.image)
+        size = self.resolution
+        tensor = image_to_tensor(resize_center_crop_image(image, size), self.mean, self.std)
+        has_label = sample.label is not None
+        if has_label:
+            raw = load_label(sample.label, size=image.size, num_classes=self.num_classes,
+                             label_map=self.label_map, ignore_index=self.ignore_index)
+            label = torch.from_numpy(resize_center_crop_label(raw, size, self.ignore_index))
+        else:
+            label = torch.full((size, size), self.ignore_index, dtype=torch.int64)
+        return {"image": tensor, "label": label, "index": index, "has_label": has_label}

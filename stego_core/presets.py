@@ -1,0 +1,124 @@
+"""Named presets (YAML shipped in the package) and the config builder used by the CLI and flows.
+
+Precedence: defaults < preset < config file < ``--set key=value`` overrides. Every key is checked
+against the models: an unknown key is an error that lists the valid ones.
+"""
+from __future__ import annotations
+
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from stego_core.config import ExperimentConfig
+
+
+class ConfigError(ValueError):
+    """A config file, preset or override that cannot be used; the message says what to change."""
+
+
+def _preset_files() -> dict[str, Any]:
+    folder = resources.files("stego_core") / "presets"
+    return {p.name[:-5]: p for p in folder.iterdir() if p.name.endswith(".yaml")}
+
+
+def list_presets() -> dict[str, str]:
+    """``{name: one-line description}`` of the shipped presets."""
+    out = {}
+    for name, path in sorted(_preset_files().items()):
+        data = yaml.safe_load(path.read_text()) or {}
+        out[name] = str(data.get("description", ""))
+    return out
+
+
+def load_preset(name: str) -> dict:
+    files = _preset_files()
+    if name not in files:
+        raise ConfigError(f"unknown preset {name!r}; known presets: {', '.join(sorted(files))}")
+    data = yaml.safe_load(files[name].read_text()) or {}
+    data.pop("description", None)
+    return {**data, "preset": name}
+
+
+def load_yaml(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def deep_merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _valid_keys(model: type[BaseModel], path: list[str]) -> list[str]:
+    for part in path:
+        field = model.model_fields.get(part)
+        ann = getattr(field, "annotation", None) if field else None
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return []
+        model = ann
+    return sorted(model.model_fields)
+
+
+def parse_override(item: str) -> dict:
+    """``"train.lr=1e-4"`` -> ``{"train": {"lr": 1e-4}}`` (value parsed as YAML); keys are checked."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} must look like section.key=value, e.g. train.steps=500")
+    key, raw = item.split("=", 1)
+    parts = [p for p in key.strip().split(".") if p]
+    if not parts:
+        raise ConfigError(f"override {item!r} has an empty key")
+    valid = _valid_keys(ExperimentConfig, parts[:-1])
+    if parts[-1] not in valid:
+        where = ".".join(parts[:-1]) or "top level"
+        raise ConfigError(f"unknown config key {key.strip()!r}; valid keys at {where}: {', '.join(valid) or '(none)'}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    node: dict = {parts[-1]: value}
+    for part in reversed(parts[:-1]):
+        node = {part: node}
+    return node
+
+
+def build_config(
+    preset: str | None = None,
+    config_file: str | os.PathLike | None = None,
+    overrides: Iterable[str] = (),
+    base: dict | None = None,
+) -> ExperimentConfig:
+    """Compose defaults, a preset, a YAML file and overrides into a validated config."""
+    data: dict = dict(base or {})
+    if preset:
+        data = deep_merge(data, load_preset(preset))
+    if config_file:
+        data = deep_merge(data, load_yaml(config_file))
+    for item in overrides:
+        data = deep_merge(data, parse_override(item))
+    try:
+        return ExperimentConfig.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"])
+            lines.append(f"  {loc}: {err['msg']} (got {err.get('input')!r})")
+        raise ConfigError("invalid configuration:\n" + "\n".join(lines)) from None

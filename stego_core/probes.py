@@ -1,0 +1,107 @@
+"""Probes on a (detached) code or raw features: STEGO's cluster probe and the supervised linear probe.
+
+* Cluster probe: ``k`` learnable centroids; features and centroids are L2-normalised, each pixel is
+  assigned to its nearest centroid and the loss is ``-mean(max_k cos(x, mu_k))``: spherical k-means
+  by SGD (Adam, lr 5e-3 in STEGO). Labels are never used.
+* Linear probe: a 1x1 conv ``D -> n_classes`` trained with cross-entropy on ground-truth labels
+  (STEGO's "linear" metric); void pixels (``ignore_index``) are ignored.
+Both train on arrays held in memory and never back-propagate into a head.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+logger = logging.getLogger(__name__)
+
+
+class ClusterProbe(nn.Module):
+    def __init__(self, dim: int, num_clusters: int) -> None:
+        super().__init__()
+        if num_clusters < 1:
+            raise ValueError(f"num_clusters must be >= 1, got {num_clusters}")
+        self.centroids = nn.Parameter(torch.randn(num_clusters, dim))
+
+    def cosine(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, D, H, W)`` -> cosine to every centroid ``(B, K, H, W)``."""
+        return torch.einsum("bdhw,kd->bkhw", F.normalize(x, dim=1), F.normalize(self.centroids, dim=1))
+
+    def loss(self, x: torch.Tensor) -> torch.Tensor:
+        return -self.cosine(x).max(dim=1).values.mean()
+
+
+class LinearProbe(nn.Module):
+    def __init__(self, dim: int, num_classes: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(dim, num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+def _batches(n: int, batch_size: int, steps: int, seed: int):
+    rng = np.random.default_rng(seed)
+    order = np.empty(0, dtype=np.int64)
+    for _ in range(steps):
+        if len(order) < batch_size:
+            order = np.concatenate([order, rng.permutation(n)])
+        idx, order = order[:batch_size], order[batch_size:]
+        yield np.sort(idx)
+
+
+def train_cluster_probe(
+    features: np.ndarray, num_clusters: int, *, steps: int = 1000, batch_size: int = 32, lr: float = 5e-3,
+    seed: int = 0, device: str = "cpu", callback: Callable[[int, float], None] | None = None, progress: bool = True,
+) -> ClusterProbe:
+    """Fit a :class:`ClusterProbe` on ``features`` ``(N, D, H, W)`` (code or raw)."""
+    torch.manual_seed(seed)
+    probe = ClusterProbe(features.shape[1], num_clusters).to(device)
+    opt = torch.optim.Adam(probe.parameters(), lr=lr)
+    for step, idx in enumerate(tqdm(_batches(len(features), min(batch_size, len(features)), steps, seed),
+                                    total=steps, desc="cluster probe", disable=not progress, leave=False)):
+        x = torch.from_numpy(np.asarray(features[idx], dtype=np.float32)).to(device)
+        loss = probe.loss(x)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if callback is not None and step % 10 == 0:
+            callback(step, loss.item())
+    return probe.eval()
+
+
+def train_linear_probe(
+    features: np.ndarray, labels: np.ndarray, num_classes: int, *, steps: int = 1000, batch_size: int = 32,
+    lr: float = 5e-3, ignore_index: int = 255, seed: int = 0, device: str = "cpu",
+    callback: Callable[[int, float], None] | None = None, progress: bool = True,
+) -> LinearProbe:
+    """Fit a :class:`LinearProbe` on ``features`` ``(N, D, h, w)`` against ``labels`` ``(N, H, W)``.
+
+    Logits are upsampled bilinearly to the label resolution before the cross-entropy.
+    """
+    if len(features) != len(labels):
+        raise ValueError(f"{len(features)} feature maps but {len(labels)} label maps")
+    if not np.any(labels != ignore_index):
+        raise ValueError("the linear probe's training labels are all void; it needs labelled training images")
+    torch.manual_seed(seed)
+    probe = LinearProbe(features.shape[1], num_classes).to(device)
+    opt = torch.optim.Adam(probe.parameters(), lr=lr)
+    for step, idx in enumerate(tqdm(_batches(len(features), min(batch_size, len(features)), steps, seed),
+                                    total=steps, desc="linear probe", disable=not progress, leave=False)):
+        x = torch.from_numpy(np.asarray(features[idx], dtype=np.float32)).to(device)
+        y = torch.from_numpy(np.asarray(labels[idx], dtype=np.int64)).to(device)
+        if not bool((y != ignore_index).any()):
+            continue  # an all-void batch has no loss (cross-entropy would be NaN)
+        logits = F.interpolate(probe(x), size=y.shape[-2:], mode="bilinear", align_corners=False)
+        loss = F.cross_entropy(logits, y, ignore_index=ignore_index)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if callback is not None and step % 10 == 0:
+            callback(step, loss.item())
+    return probe.eval()

@@ -1,0 +1,275 @@
+"""The pipeline's stages as pure functions from input folders to an output folder.
+
+Each function reads the artifacts it needs, computes, and writes its own files into ``out_dir``
+(the orchestration layer decides where that is, caches it and retries it). Returned dicts are small,
+JSON-able summaries that end up in the artifact manifest.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Literal
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from stego_core import calibration
+from stego_core.backbones import create_backbone
+from stego_core.config import ClusterConfig, CrfConfig, ExperimentConfig, LossConfig
+from stego_core.crf import CrfParams, dense_crf_batch
+from stego_core.data import (
+    DATASETS,
+    Sample,
+    SegmentationDataset,
+    dataset_samples,
+    five_crop_dataset,
+    list_samples,
+    load_image,
+    resize_center_crop_image,
+)
+from stego_core.features import extract_features, load_features
+from stego_core.head import SegmentationHead
+from stego_core.kmeans import spherical_kmeans, tokens
+from stego_core.knn import global_descriptors, knn_search
+from stego_core.losses import ContrastiveCorrelationLoss
+from stego_core.metrics import ConfusionMatrix, scores_from_confusion
+from stego_core.predict import cluster_readout, linear_readout, predict
+from stego_core.probes import LinearProbe, train_cluster_probe, train_linear_probe
+from stego_core.sampling import PairSampler
+from stego_core.training import apply_head, resolve_device, train_head
+
+logger = logging.getLogger(__name__)
+
+Role = Literal["train", "eval"]
+
+
+@dataclass(frozen=True)
+class SplitInfo:
+    samples: list[Sample]
+    num_classes: int
+    class_names: tuple[str, ...]
+    label_map: str
+    ignore_index: int
+
+
+def split_info(cfg: ExperimentConfig, role: Role) -> SplitInfo:
+    """The samples and label conventions of the training or evaluation split of ``cfg.data``."""
+    d = cfg.data
+    limit = d.train_limit if role == "train" else d.eval_limit
+    if d.dataset == "folder":
+        images = d.train_images if role == "train" else d.eval_images
+        labels = d.train_labels if role == "train" else d.eval_labels
+        if not images:
+            raise ValueError(f"data.dataset='folder' needs data.{role}_images (a folder of images)")
+        if labels and not d.num_classes:
+            raise ValueError("data.dataset='folder' with labels needs data.num_classes")
+        samples = list_samples(images, labels, limit=limit, require_labels=bool(labels) and role == "eval")
+        k = d.num_classes or 1
+        return SplitInfo(samples, k, tuple(str(i) for i in range(k)), "identity", 255)
+    if d.dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {d.dataset!r}; known: {', '.join(sorted(DATASETS))}, or 'folder'")
+    spec = DATASETS[d.dataset]
+    split = d.train_split if role == "train" else d.eval_split
+    samples = dataset_samples(d.dataset, split, d.data_root, limit=limit)
+    return SplitInfo(samples, spec.num_classes, spec.class_names, spec.label_map, spec.ignore_index)
+
+
+# ----------------------------------------------------------------------------------------- crop
+def crop_stage(cfg: ExperimentConfig, out_dir: Path) -> dict:
+    info = split_info(cfg, "train")
+    crops = five_crop_dataset(
+        info.samples, out_dir, crop_ratio=cfg.data.crop_ratio, num_classes=info.num_classes,
+        label_map=info.label_map, ignore_index=info.ignore_index,
+    )
+    return {"num_images": len(info.samples), "num_crops": len(crops)}
+
+
+def crop_samples(crop_dir: Path) -> list[Sample]:
+    """Samples of a crop artifact (labels are already mapped to class ids there)."""
+    labels = crop_dir / "labels"
+    return list_samples(crop_dir / "images", labels if labels.is_dir() else None)
+
+
+# ---------------------------------------------------------------------------------------- embed
+def embed_stage(cfg: ExperimentConfig, role: Role, out_dir: Path, crop_dir: Path | None = None) -> dict:
+    info = split_info(cfg, role)
+    samples, label_map = info.samples, info.label_map
+    if crop_dir is not None:
+        samples, label_map = crop_samples(crop_dir), "identity"
+    e = cfg.embed
+    backbone = create_backbone(e.backbone, weights=e.weights, pretrained=e.pretrained)
+    resolution = e.train_resolution if role == "train" else e.eval_resolution
+    if resolution % backbone.patch_size:
+        raise ValueError(
+            f"embed.{role}_resolution={resolution} is not a multiple of {e.backbone}'s patch size {backbone.patch_size}; "
+            f"use e.g. {resolution - resolution % backbone.patch_size}"
+        )
+    dataset = SegmentationDataset(
+        samples, resolution=resolution, mean=backbone.spec.mean, std=backbone.spec.std,
+        num_classes=info.num_classes, label_map=label_map, ignore_index=info.ignore_index,
+    )
+    summary = extract_features(
+        backbone, dataset, out_dir, batch_size=e.batch_size, num_workers=e.num_workers,
+        device=resolve_device(cfg.device), flip=(role == "eval" and e.flip_tta),
+    )
+    return {**summary, "backbone": e.backbone, "resolution": resolution, "num_classes": info.num_classes}
+
+
+# ------------------------------------------------------------------------------------------ knn
+def knn_stage(cfg: ExperimentConfig, embed_dir: Path, out_dir: Path) -> dict:
+    feats = load_features(embed_dir)["features"]
+    nbrs, sims = knn_search(global_descriptors(feats), min(cfg.knn.k, len(feats)),
+                            index=cfg.knn.index, approx_threshold=cfg.knn.approx_threshold)
+    np.save(out_dir / "knn.npy", nbrs)
+    np.save(out_dir / "similarities.npy", sims)
+    return {"num_images": int(len(nbrs)), "k": int(nbrs.shape[1])}
+
+
+# ----------------------------------------------------------------------------------- train head
+def loss_from_config(loss: LossConfig, sampler: PairSampler | None) -> tuple[ContrastiveCorrelationLoss, dict]:
+    """Build the loss; with ``shift_mode='calibrated'`` measure the shifts on ``sampler``'s batches."""
+    shifts = {"self": loss.b_self, "knn": loss.b_knn, "rand": loss.b_rand}
+    info: dict = {"shift_mode": loss.shift_mode}
+    if loss.shift_mode == "calibrated":
+        stats = calibration.correlation_statistics(
+            sampler, batches=loss.calibration_batches, feature_samples=loss.feature_samples,
+            pointwise=loss.pointwise, add_back_mean=loss.add_back_mean,
+        )
+        shifts = calibration.calibrate_shifts(stats, {"self": loss.q_self, "knn": loss.q_knn, "rand": loss.q_rand})
+        info["correlation_stats"] = calibration.summarize(stats)
+    info["shifts"] = shifts
+    fn = ContrastiveCorrelationLoss(
+        shifts=shifts, weights={"self": loss.w_self, "knn": loss.w_knn, "rand": loss.w_rand},
+        feature_samples=loss.feature_samples, neg_samples=loss.neg_samples, pointwise=loss.pointwise,
+        add_back_mean=loss.add_back_mean, zero_clamp=loss.zero_clamp,
+    )
+    return fn, info
+
+
+def train_stage(
+    cfg: ExperimentConfig, embed_dir: Path, knn_dir: Path, out_dir: Path,
+    callback: Callable[[int, dict], None] | None = None,
+) -> dict:
+    feats = load_features(embed_dir)["features"]
+    knn = np.load(knn_dir / "knn.npy")
+    device = resolve_device(cfg.device)
+    t = cfg.train
+
+    def sampler(seed: int) -> PairSampler:
+        return PairSampler(feats, knn, batch_size=min(t.batch_size, len(feats)), num_neighbors=min(cfg.knn.num_neighbors, knn.shape[1] - 1),
+                           seed=seed, device=device)
+
+    loss_fn, loss_info = loss_from_config(cfg.loss, sampler(cfg.seed + 1) if cfg.loss.shift_mode == "calibrated" else None)
+    result = train_head(
+        sampler(cfg.seed), loss_fn, in_dim=feats.shape[1], dim=t.dim, steps=t.steps, lr=t.lr,
+        dropout=t.dropout, feature_dropout=t.feature_dropout, seed=cfg.seed, log_every=t.log_every, callback=callback,
+    )
+    save_head(result.head, out_dir)
+    (out_dir / "history.json").write_text(json.dumps(result.history))
+    (out_dir / "loss.json").write_text(json.dumps(loss_info, indent=1))
+    final = result.history[-1] if result.history else {}
+    return {"shifts": loss_info["shifts"], "final_loss": final.get("loss"), "steps": t.steps}
+
+
+def save_head(head: SegmentationHead, out_dir: Path) -> None:
+    save_file({k: v.contiguous().cpu() for k, v in head.state_dict().items()}, str(out_dir / "head.safetensors"))
+    (out_dir / "head.json").write_text(json.dumps({"in_dim": head.in_dim, "dim": head.dim}))
+
+
+def load_head(head_dir: Path, device: str | torch.device = "cpu") -> SegmentationHead:
+    meta = json.loads((head_dir / "head.json").read_text())
+    head = SegmentationHead(meta["in_dim"], meta["dim"])
+    head.load_state_dict(load_file(str(head_dir / "head.safetensors")))
+    return head.to(device).eval()
+
+
+def _train_maps(cfg: ExperimentConfig, embed_dir: Path, head_dir: Path | None) -> tuple[np.ndarray, np.ndarray]:
+    """Training code (or raw features when ``head_dir`` is None) and the training labels."""
+    data = load_features(embed_dir)
+    device = resolve_device(cfg.device)
+    maps = data["features"] if head_dir is None else apply_head(load_head(head_dir, device), data["features"], device=device)
+    return maps, data["labels"]
+
+
+# -------------------------------------------------------------------------------------- cluster
+def cluster_stage(cfg: ExperimentConfig, embed_dir: Path, head_dir: Path | None, out_dir: Path,
+                  num_classes: int, method: Literal["probe", "kmeans"] | None = None) -> dict:
+    c: ClusterConfig = cfg.cluster
+    method = method or c.method
+    k = c.num_clusters or num_classes
+    maps, _ = _train_maps(cfg, embed_dir, head_dir)
+    if method == "kmeans":
+        centroids = spherical_kmeans(tokens(maps, max_tokens=c.kmeans_max_tokens, seed=cfg.seed), k,
+                                     restarts=c.kmeans_restarts, seed=cfg.seed)
+    else:
+        probe = train_cluster_probe(maps, k, steps=c.probe_steps, batch_size=c.probe_batch_size, lr=c.probe_lr,
+                                    seed=cfg.seed, device=str(resolve_device(cfg.device)))
+        centroids = torch.nn.functional.normalize(probe.centroids.detach().cpu(), dim=1).numpy()
+    np.save(out_dir / "centroids.npy", centroids.astype(np.float32))
+    return {"method": method, "num_clusters": int(k)}
+
+
+# --------------------------------------------------------------------------------------- linear
+def linear_stage(cfg: ExperimentConfig, embed_dir: Path, head_dir: Path | None, out_dir: Path, num_classes: int) -> dict:
+    maps, labels = _train_maps(cfg, embed_dir, head_dir)
+    probe = train_linear_probe(maps, labels, num_classes, steps=cfg.linear.steps, batch_size=cfg.linear.batch_size,
+                               lr=cfg.linear.lr, seed=cfg.seed, device=str(resolve_device(cfg.device)))
+    save_file({k: v.contiguous().cpu() for k, v in probe.state_dict().items()}, str(out_dir / "linear.safetensors"))
+    (out_dir / "linear.json").write_text(json.dumps({"dim": int(maps.shape[1]), "num_classes": num_classes}))
+    return {"num_classes": num_classes}
+
+
+def load_linear(linear_dir: Path) -> LinearProbe:
+    meta = json.loads((linear_dir / "linear.json").read_text())
+    probe = LinearProbe(meta["dim"], meta["num_classes"])
+    probe.load_state_dict(load_file(str(linear_dir / "linear.safetensors")))
+    return probe.eval()
+
+
+# -------------------------------------------------------------------------------------- predict
+def crf_params(c: CrfConfig) -> CrfParams:
+    return CrfParams(iterations=c.iterations, gaussian_sxy=c.gaussian_sxy, gaussian_compat=c.gaussian_compat,
+                     bilateral_sxy=c.bilateral_sxy, bilateral_srgb=c.bilateral_srgb, bilateral_compat=c.bilateral_compat)
+
+
+def eval_images(index: list[dict], rows, size: int) -> list[np.ndarray]:
+    return [np.asarray(resize_center_crop_image(load_image(index[i]["image"]), size), dtype=np.uint8) for i in rows]
+
+
+def predict_stage(cfg: ExperimentConfig, eval_embed_dir: Path, head_dir: Path | None, readout_dir: Path,
+                  out_dir: Path, *, use_crf: bool = False) -> dict:
+    """Predictions ``(N, R, R)`` uint8 for the evaluation split: cluster ids or class ids."""
+    data = load_features(eval_embed_dir)
+    device = resolve_device(cfg.device)
+    head = load_head(head_dir, device) if head_dir is not None else None
+    if (readout_dir / "centroids.npy").exists():
+        readout, kind = cluster_readout(np.load(readout_dir / "centroids.npy"), cfg.cluster.temperature), "cluster"
+    else:
+        readout, kind = linear_readout(load_linear(readout_dir).to(device)), "linear"
+    size = int(data["labels"].shape[-1])
+    crf = None
+    if use_crf:
+        params = crf_params(cfg.crf)
+
+        def crf(rows, probs):
+            return dense_crf_batch(eval_images(data["index"], rows, size), list(probs), params,
+                                   processes=cfg.crf.processes, progress=False)
+
+    preds = predict(data["features"], data["features_flip"], head, readout, (size, size), crf=crf, device=device,
+                    desc=f"predict ({kind}{' + crf' if use_crf else ''})")
+    np.save(out_dir / "predictions.npy", preds)
+    return {"readout": kind, "crf": use_crf, "num_images": int(len(preds))}
+
+
+# ------------------------------------------------------------------------------------- evaluate
+def evaluate_predictions(predictions: np.ndarray, labels: np.ndarray, *, num_predictions: int, num_classes: int,
+                         matched: bool, class_names=None, ignore_index: int = 255) -> dict:
+    """Accuracy / mIoU / per-class IoU over the whole set (one confusion matrix)."""
+    cm = ConfusionMatrix(num_predictions, num_classes, ignore_index=ignore_index)
+    for pred, lab in zip(predictions, labels):
+        cm.update(np.asarray(pred, dtype=np.int64), np.asarray(lab, dtype=np.int64))
+    return scores_from_confusion(cm.matrix, matched=matched, class_names=list(class_names) if class_names else None)

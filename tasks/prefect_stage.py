@@ -1,0 +1,210 @@
+"""The plumbing every stage task shares: cache key, retries, and the artifact-or-compute body.
+
+A concrete stage is a thin wrapper::
+
+    @stage_task("embed")
+    def embed_task(config: EmbedConfig, inputs: dict[str, str], store_root: str) -> dict:
+        store = ArtifactStore(store_root)
+        return run_stage(store, "embed", config, inputs,
+                         lambda folder: stego_core.embed(..., out_dir=folder))
+
+and returns a small JSON "artifact ref" ``{"stage", "key", "path", "cached"}``; the next task
+passes ``ref["key"]`` in its own ``inputs``.
+
+Two cache layers, and why a deleted artifact is still recomputed
+----------------------------------------------------------------
+1. The artifact store (:mod:`tasks.catalog`) is the source of truth. :func:`run_stage` computes
+   ``key = artifact_key(stage, config, inputs)``, returns at once if ``store.get`` finds a valid
+   folder (every checksum re-read), and otherwise computes into a temp folder published
+   atomically. Correctness never depends on Prefect.
+2. Prefect's result cache only saves the task body from running at all. :func:`stage_cache_key`
+   returns ``<stage>-<artifact key>-<h>`` with ``h`` a hash of the store root and
+   :meth:`ArtifactStore.fingerprint` (manifest bytes + each file's size and mtime), or ``None``
+   (no Prefect caching for this run) when the folder is absent or visibly broken.
+
+So: first run: no folder -> key None -> body computes. Second run: folder present -> new Prefect
+key -> body runs once more, finds the artifact (no compute) and its ref is cached under that key.
+Later runs: Prefect cache hit, body skipped. Delete the folder: key None again -> body recomputes.
+Rewrite or truncate a file: its mtime/size change the key -> body runs -> ``store.get`` re-checks
+checksums and recomputes. Only ``config`` and ``inputs`` enter the key: other task parameters
+(device, workers) must not change what is written.
+
+Results: refs are persisted as JSON to Prefect's result storage, ``PREFECT_LOCAL_STORAGE_PATH``
+unless a task is given ``result_storage`` (e.g. ``task.with_options(result_storage=
+results_folder(store_root))`` to keep them beside the artifacts).
+
+Retries: only transient I/O failures (``OSError`` such as ``TimeoutError``/``ConnectionError``,
+but not a missing file or a permission error) are retried; bad inputs (``ValueError``) and
+failures of the maths (``RuntimeError``) fail at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import logging
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.exceptions import MissingContextError
+from prefect.logging import get_run_logger
+
+from tasks.catalog import ArtifactStore, META_NAME, validate_name, artifact_key
+
+logger = logging.getLogger(__name__)
+
+RESULTS_DIRNAME = ".prefect-results"
+STAGE_PARAMETERS = ("config", "inputs", "store_root")
+PERMANENT_OS_ERRORS: tuple[type[OSError], ...] = (
+    FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError,
+)
+_RESERVED_TASK_OPTIONS = frozenset({
+    "name", "cache_key_fn", "cache_policy", "persist_result", "result_serializer",
+    "retry_condition_fn", "refresh_cache",
+})
+
+
+def _log() -> logging.Logger | logging.LoggerAdapter:
+    """The Prefect run logger inside a run (shown in the UI), the module logger outside."""
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logger
+
+
+def results_folder(store_root: str) -> Path:
+    """``<artifact root>/.prefect-results``: a result_storage that lives and dies with the artifacts."""
+    return ArtifactStore(store_root).root / RESULTS_DIRNAME
+
+
+def is_transient_error(exc: BaseException) -> bool:
+    """True for I/O failures worth retrying: ``OSError`` (incl. ``TimeoutError``,
+    ``ConnectionError``) except those a retry cannot fix (``PERMANENT_OS_ERRORS``)."""
+    return isinstance(exc, OSError) and not isinstance(exc, PERMANENT_OS_ERRORS)
+
+
+def retry_on_transient_errors(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect ``retry_condition_fn``: retry a failed run only if it raised a transient error."""
+    try:
+        state.result()
+    except Exception as exc:  # the failed run's exception, re-raised by Prefect
+        return is_transient_error(exc)
+    return False
+
+
+def stage_cache_key(context: Any, parameters: dict[str, Any]) -> str | None:
+    """Prefect ``cache_key_fn``: ``<stage>-<artifact key>-<hash(store root, folder fingerprint)>``.
+
+    ``stage`` is the task name; ``parameters`` must hold ``config`` (pydantic model or mapping),
+    ``inputs`` (input name -> artifact key) and ``store_root``. Returns ``None`` (Prefect then
+    neither reads nor writes its cache) while the artifact is absent, so that deleting it forces
+    the body to run. Only JSON-able values are hashed: stable across processes.
+    """
+    missing = [name for name in STAGE_PARAMETERS if name not in parameters]
+    if missing:
+        raise ValueError(f"stage_cache_key: task parameters lack {missing}; see stage_task")
+    stage = context.task.name
+    store = ArtifactStore(parameters["store_root"])
+    key = artifact_key(stage, parameters["config"], parameters["inputs"])
+    fingerprint = store.fingerprint(stage, key)
+    if fingerprint is None:
+        return None
+    salt = hashlib.sha256(f"{store.url}\0{fingerprint}".encode()).hexdigest()[:12]
+    return f"{stage}-{key}-{salt}"
+
+
+def stage_task(
+    stage: str,
+    *,
+    retries: int = 2,
+    retry_delay_seconds: float = 2.0,
+    **task_kwargs: Any,
+) -> Callable[[Callable[..., dict]], Any]:
+    """Decorator factory: turn ``fn(config, inputs, store_root, ...) -> dict`` into a stage task.
+
+    The Prefect task gets ``name=stage``, ``cache_key_fn=stage_cache_key``, ``persist_result=True``,
+    the ``"json"`` result serializer, ``refresh_cache=False`` and ``retries`` with
+    ``retry_on_transient_errors``. ``task_kwargs`` go to ``prefect.task`` (tags, timeout_seconds,
+    result_storage, ...).
+
+    Raises:
+        ValueError: a bad stage name, negative retries/delay, or an option this factory sets.
+        TypeError: (when decorating) ``fn`` lacks a ``config``, ``inputs`` or ``store_root`` parameter.
+    """
+    validate_name(stage, "stage", "stage_task")
+    if not isinstance(retries, int) or retries < 0:
+        raise ValueError(f"stage_task({stage!r}): retries must be an int >= 0, got {retries!r}")
+    if not isinstance(retry_delay_seconds, (int, float)) or retry_delay_seconds < 0:
+        raise ValueError(
+            f"stage_task({stage!r}): retry_delay_seconds must be a number >= 0, got {retry_delay_seconds!r}"
+        )
+    reserved = sorted(_RESERVED_TASK_OPTIONS & task_kwargs.keys())
+    if reserved:
+        raise ValueError(f"stage_task({stage!r}): {reserved} are set by stage_task; leave them out")
+
+    def decorate(fn: Callable[..., dict]) -> Any:
+        params = inspect.signature(fn).parameters
+        lacking = [name for name in STAGE_PARAMETERS if name not in params]
+        if lacking:
+            raise TypeError(
+                f"stage_task({stage!r}): {fn.__qualname__} lacks parameters {lacking}; a stage task is"
+                " fn(config, inputs: dict[str, str], store_root: str, ...) -> dict"
+            )
+        return task(
+            fn,
+            name=stage,
+            cache_key_fn=stage_cache_key,
+            persist_result=True,
+            result_serializer="json",
+            refresh_cache=False,
+            retries=retries,
+            retry_delay_seconds=retry_delay_seconds,
+            retry_condition_fn=retry_on_transient_errors,
+            **task_kwargs,
+        )
+
+    return decorate
+
+
+def run_stage(
+    store: ArtifactStore,
+    stage: str,
+    config: Any,
+    inputs: Mapping[str, str],
+    compute: Callable[[Path], Mapping[str, Any] | None],
+) -> dict[str, Any]:
+    """Return the ref of ``stage``'s artifact, computing it only if the store lacks a valid one.
+
+    ``compute(folder)`` writes the stage's files into an empty temp folder and may return a
+    JSON-able mapping of extra metadata, merged into ``meta.json`` (and so into the manifest's
+    ``metadata``). Returns ``{"stage", "key", "path", "cached"}`` with ``cached`` true when the
+    artifact already existed.
+
+    Raises:
+        ValueError: from :func:`artifact_key` for a bad config/inputs, or when ``compute``
+            returns something other than a mapping or None.
+    """
+    key = artifact_key(stage, config, inputs)
+    found = store.get(stage, key)
+    if found is not None:
+        _log().info("stage %s: cache hit %s at %s", stage, key, found.path)
+        return {"stage": stage, "key": key, "path": str(found.path), "cached": True}
+    _log().info("stage %s: computing %s", stage, key)
+    with store.create(stage, key, config=config, inputs=inputs) as folder:
+        extra = compute(folder)
+        if extra is not None:
+            if not isinstance(extra, Mapping):
+                raise ValueError(
+                    f"run_stage({stage!r}): compute returned {type(extra).__name__}; return a mapping"
+                    " of JSON-able metadata or None"
+                )
+            meta_path = folder / META_NAME
+            meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+            if not isinstance(meta, dict):
+                raise ValueError(f"run_stage({stage!r}): {META_NAME} written by compute is not a JSON object")
+            meta.update(extra)
+            meta_path.write_text(json.dumps(meta, indent=2, sort_keys=True))
+    return {"stage": stage, "key": key, "path": str(store.location(stage, key)), "cached": False}

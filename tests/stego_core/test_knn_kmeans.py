@@ -1,0 +1,59 @@
+import numpy as np
+import pytest
+
+from stego_core.kmeans import spherical_kmeans, tokens
+from stego_core.knn import global_descriptors, knn_search
+
+
+def brute_force_knn(x, k):
+    sims = x @ x.T
+    order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+    return order, np.take_along_axis(sims, order, axis=1)
+
+
+@pytest.mark.parametrize("index", ["exact", "hnsw"])
+def test_knn_matches_brute_force(index):
+    rng = np.random.default_rng(0)
+    feats = rng.normal(size=(200, 16, 3, 3)).astype(np.float16)
+    desc = global_descriptors(feats)
+    assert np.allclose(np.linalg.norm(desc, axis=1), 1, atol=1e-5)
+    ref = feats.astype(np.float32).mean(axis=(2, 3))
+    assert np.allclose(desc, ref / np.linalg.norm(ref, axis=1, keepdims=True), atol=1e-5)
+    nbrs, sims = knn_search(desc, 10, index=index)
+    ref_idx, ref_sims = brute_force_knn(desc, 10)
+    assert np.allclose(sims, ref_sims, atol=1e-5)
+    assert (nbrs[:, 0] == np.arange(200)).all()  # rank 0 is the image itself
+    assert (nbrs == ref_idx).mean() > 0.98  # ties aside, the same neighbours
+
+
+def test_knn_k_larger_than_dataset_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"knn k must be in \[1, 5\]"):
+        knn_search(np.eye(5, dtype=np.float32), 6)
+
+
+def test_knn_auto_switches_to_hnsw_above_threshold(caplog):
+    x = np.random.default_rng(1).normal(size=(50, 8)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    with caplog.at_level("INFO"):
+        knn_search(x, 5, index="auto", approx_threshold=10)
+    assert "index=hnsw" in caplog.text
+
+
+def test_spherical_kmeans_recovers_directions():
+    rng = np.random.default_rng(0)
+    centres = np.eye(4, 8, dtype=np.float32) * 5
+    x = np.concatenate([c + rng.normal(scale=0.3, size=(300, 8)) for c in centres]) * rng.uniform(0.5, 3, size=(1200, 1))
+    cents = spherical_kmeans(x, 4, restarts=3)
+    assert np.allclose(np.linalg.norm(cents, axis=1), 1, atol=1e-5)
+    # every true direction has a centroid within a small angle
+    cos = (centres / 5) @ cents.T
+    assert (cos.max(axis=1) > 0.95).all()
+
+
+def test_kmeans_validation_and_tokens():
+    with pytest.raises(ValueError, match="k-means needs"):
+        spherical_kmeans(np.ones((3, 2), np.float32), 4)
+    f = np.arange(2 * 3 * 2 * 2, dtype=np.float32).reshape(2, 3, 2, 2)
+    t = tokens(f)
+    assert t.shape == (8, 3) and (t[1] == f[0, :, 0, 1]).all()
+    assert tokens(f, max_tokens=5).shape == (5, 3)

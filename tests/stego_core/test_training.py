@@ -1,0 +1,112 @@
+import numpy as np
+import pytest
+import torch
+
+from stego_core.calibration import calibrate_shifts, correlation_statistics, summarize
+from stego_core.head import SegmentationHead
+from stego_core.losses import ContrastiveCorrelationLoss
+from stego_core.probes import ClusterProbe, train_cluster_probe, train_linear_probe
+from stego_core.sampling import PairSampler
+from stego_core.training import apply_head, train_head
+
+
+def two_region_features(n=24, c=16, s=6, seed=0):
+    """Images whose left half has feature A and right half feature B (plus noise)."""
+    rng = np.random.default_rng(seed)
+    a, b = rng.normal(size=c), rng.normal(size=c)
+    f = np.empty((n, c, s, s), np.float32)
+    f[:, :, :, : s // 2] = a[None, :, None, None]
+    f[:, :, :, s // 2 :] = b[None, :, None, None]
+    f += rng.normal(scale=0.3, size=f.shape)
+    knn = np.stack([np.roll(np.arange(n), -i) for i in range(8)], axis=1)
+    return f.astype(np.float16), knn
+
+
+def test_sampler_partners_come_from_ranks_1_to_k():
+    f, knn = two_region_features()
+    s = PairSampler(f, knn, batch_size=4, num_neighbors=3, seed=0)
+    for _ in range(10):
+        idx, pos = s.next_indices()
+        for i, p in zip(idx, pos):
+            assert p in knn[i, 1:4]
+    feats, feats_pos = s.next_batch()
+    assert feats.dtype == torch.float32 and feats.shape == (4, 16, 6, 6)
+
+
+def test_sampler_validation():
+    f, knn = two_region_features()
+    with pytest.raises(ValueError, match="num_neighbors"):
+        PairSampler(f, knn, batch_size=4, num_neighbors=8)
+    with pytest.raises(ValueError, match="batch_size"):
+        PairSampler(f, knn, batch_size=100)
+    with pytest.raises(ValueError, match="knn table has"):
+        PairSampler(f, knn[:3], batch_size=4)
+
+
+def make_loss(**shifts):
+    return ContrastiveCorrelationLoss(shifts=shifts or dict(self=0.3, knn=0.3, rand=0.6),
+                                      weights=dict(self=0.67, knn=0.25, rand=0.63), feature_samples=5, neg_samples=2)
+
+
+def test_training_is_seeded_and_reports_through_callback():
+    f, knn = two_region_features()
+    seen = []
+    runs = [train_head(PairSampler(f, knn, batch_size=8, seed=0), make_loss(), in_dim=16, dim=4, steps=15,
+                       seed=0, log_every=5, callback=lambda step, row: seen.append(step), progress=False)
+            for _ in range(2)]
+    a, b = (r.head.state_dict() for r in runs)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [row["step"] for row in runs[0].history] == [0, 5, 10, 14]
+    assert set(runs[0].history[0]) == {"step", "loss", "loss_self", "loss_knn", "loss_rand"}
+    assert seen == [0, 5, 10, 14] * 2
+
+
+def test_training_separates_the_two_regions():
+    f, knn = two_region_features()
+    res = train_head(PairSampler(f, knn, batch_size=8, seed=0), make_loss(), in_dim=16, dim=4, steps=150, lr=5e-3,
+                     seed=0, progress=False)
+    code = torch.from_numpy(apply_head(res.head, f))
+    code = torch.nn.functional.normalize(code, dim=1)
+    left, right = code[:, :, :, :3].mean(dim=(2, 3)), code[:, :, :, 3:].mean(dim=(2, 3))
+    within = torch.einsum("nchw,nc->nhw", code[:, :, :, :3], torch.nn.functional.normalize(left, dim=1)).mean()
+    across = torch.nn.functional.cosine_similarity(left, right, dim=1).mean()
+    assert within > 0.8 and across < 0.5
+
+
+def test_bad_training_arguments():
+    f, knn = two_region_features()
+    with pytest.raises(ValueError, match="train.lr"):
+        train_head(PairSampler(f, knn, batch_size=4), make_loss(), in_dim=16, dim=4, steps=1, lr=-1, progress=False)
+    with pytest.raises(ValueError, match="head dimensions"):
+        SegmentationHead(16, 0)
+    with pytest.raises(ValueError, match=r"expected features \(B, 16"):
+        SegmentationHead(16, 4)(torch.zeros(1, 8, 2, 2))
+
+
+def test_calibrated_shifts_are_quantiles_of_each_pair_type():
+    f, knn = two_region_features()
+    stats = correlation_statistics(PairSampler(f, knn, batch_size=8, seed=0), batches=3, feature_samples=5)
+    assert set(stats) == {"self", "knn", "rand"} and all(v.size == 3 * 8 * 5 ** 4 for v in stats.values())
+    shifts = calibrate_shifts(stats, {"self": 0.5, "knn": 0.5, "rand": 0.8})
+    assert shifts["rand"] == pytest.approx(float(np.quantile(stats["rand"], 0.8)))
+    assert set(summarize(stats)["knn"]) == {"mean", "q25", "q50", "q75", "q80"}
+    with pytest.raises(ValueError, match="quantile"):
+        calibrate_shifts(stats, {"self": 1.5, "knn": 0.5, "rand": 0.8})
+
+
+def test_cluster_probe_finds_the_two_directions_and_linear_probe_learns_labels():
+    f, _ = two_region_features()
+    probe = train_cluster_probe(f, 2, steps=100, lr=5e-2, progress=False)
+    assign = probe.cosine(torch.from_numpy(f.astype(np.float32))).argmax(1)
+    assert (assign[:, :, :3] != assign[:, :, 3:].flip(-1)).float().mean() > 0.95
+    labels = np.zeros((len(f), 12, 12), np.uint8)
+    labels[:, :, 6:] = 1
+    labels[:, 0, :] = 255
+    lin = train_linear_probe(f, labels, 2, steps=100, lr=5e-2, progress=False)
+    logits = torch.nn.functional.interpolate(lin(torch.from_numpy(f.astype(np.float32))), size=(12, 12), mode="bilinear")
+    acc = (logits.argmax(1).numpy() == labels)[:, 1:].mean()
+    assert acc > 0.9
+    with pytest.raises(ValueError, match="all void"):
+        train_linear_probe(f, np.full_like(labels, 255), 2, steps=1, progress=False)
+    with pytest.raises(ValueError, match="num_clusters"):
+        ClusterProbe(4, 0)
