@@ -7,8 +7,10 @@ Output folder layout (what the embed stage's artifact holds):
 * ``labels.npy``         ``(N, R, R)`` uint8 class ids at the input resolution, 255 = void / unlabelled
 * ``index.json``         stems and source paths, in row order
 
-Decoding runs in DataLoader workers while the backbone computes; on CUDA the forward pass runs under
-bf16 autocast with channels-last inputs and pinned host memory.
+Decoding runs in a small thread pool (PIL and torch release the GIL) a few batches ahead of the
+backbone, so reading overlaps compute without forked workers (forking under Prefect's threads made
+DataLoader workers die at exit). On CUDA the forward pass runs under bf16 autocast with channels-last
+inputs from pinned host memory.
 """
 from __future__ import annotations
 
@@ -19,15 +21,38 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from typing import Iterator
+
 from numpy.lib.format import open_memmap
-from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 logger = logging.getLogger(__name__)
 
 
 def default_num_workers() -> int:
-    return max(0, min(4, (os.cpu_count() or 1) - 1))
+    return max(1, min(4, (os.cpu_count() or 1) - 1))
+
+
+def prefetch_batches(dataset, batch_size: int, workers: int, *, pin: bool = False, lookahead: int = 2) -> Iterator[dict]:
+    """Collated batches of ``dataset`` in order, decoded by ``workers`` threads ``lookahead`` batches ahead."""
+    def load(start: int) -> dict:
+        items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+        batch = {"image": torch.stack([it["image"] for it in items]), "label": torch.stack([it["label"] for it in items])}
+        if pin:
+            batch["image"] = batch["image"].pin_memory()
+        return batch
+
+    starts = iter(range(0, len(dataset), batch_size))
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        pending: deque = deque(pool.submit(load, s) for _, s in zip(range(lookahead + max(1, workers)), starts))
+        while pending:
+            batch = pending.popleft().result()
+            nxt = next(starts, None)
+            if nxt is not None:
+                pending.append(pool.submit(load, nxt))
+            yield batch
 
 
 @torch.inference_mode()
@@ -56,14 +81,12 @@ def extract_features(
     if n == 0:
         raise ValueError("no images to embed")
     workers = default_num_workers() if num_workers is None else num_workers
-    loader = DataLoader(
-        dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
-        pin_memory=device.type == "cuda", persistent_workers=False,
-    )
+    loader = prefetch_batches(dataset, batch_size, workers, pin=device.type == "cuda")
+    num_batches = (n + batch_size - 1) // batch_size
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
     feats = flips = labels = None
     row = 0
-    for batch in tqdm(loader, total=len(loader), desc=f"embed {n} images", disable=not progress, leave=False):
+    for batch in tqdm(loader, total=num_batches, desc=f"embed {n} images", disable=not progress, leave=False):
         images = batch["image"].to(device, non_blocking=True)
         if device.type == "cuda":
             images = images.contiguous(memory_format=torch.channels_last)

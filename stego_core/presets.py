@@ -6,9 +6,8 @@ against the models: an unknown key is an error that lists the valid ones.
 from __future__ import annotations
 
 import os
-from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -20,9 +19,11 @@ class ConfigError(ValueError):
     """A config file, preset or override that cannot be used; the message says what to change."""
 
 
-def _preset_files() -> dict[str, Any]:
-    folder = resources.files("stego_core") / "presets"
-    return {p.name[:-5]: p for p in folder.iterdir() if p.name.endswith(".yaml")}
+PRESET_DIR = Path(__file__).resolve().parent / "presets"
+
+
+def _preset_files() -> dict[str, Path]:
+    return {p.stem: p for p in PRESET_DIR.glob("*.yaml")}
 
 
 def list_presets() -> dict[str, str]:

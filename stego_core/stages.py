@@ -83,7 +83,7 @@ def crop_stage(cfg: ExperimentConfig, out_dir: Path) -> dict:
     info = split_info(cfg, "train")
     crops = five_crop_dataset(
         info.samples, out_dir, crop_ratio=cfg.data.crop_ratio, num_classes=info.num_classes,
-        label_map=info.label_map, ignore_index=info.ignore_index,
+        label_map=info.label_map, ignore_index=info.ignore_index, overwrite=True,
     )
     return {"num_images": len(info.samples), "num_crops": len(crops)}
 
@@ -273,3 +273,17 @@ def evaluate_predictions(predictions: np.ndarray, labels: np.ndarray, *, num_pre
     for pred, lab in zip(predictions, labels):
         cm.update(np.asarray(pred, dtype=np.int64), np.asarray(lab, dtype=np.int64))
     return scores_from_confusion(cm.matrix, matched=matched, class_names=list(class_names) if class_names else None)
+
+
+def evaluate_stage(eval_embed_dir: Path, methods: dict[str, Path], out_dir: Path, *, num_classes: int,
+                   class_names, matched: dict[str, bool]) -> dict:
+    """Score every method's predictions against the evaluation labels into ``metrics.json``."""
+    labels = load_features(eval_embed_dir)["labels"]
+    metrics = {}
+    for name, pred_dir in methods.items():
+        preds = np.load(pred_dir / "predictions.npy", mmap_mode="r")
+        k = max(int(preds.max()) + 1, num_classes) if matched[name] else num_classes
+        metrics[name] = evaluate_predictions(preds, labels, num_predictions=k, num_classes=num_classes,
+                                             matched=matched[name], class_names=class_names)
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    return {name: {"accuracy": m["accuracy"], "mIoU": m["mIoU"]} for name, m in metrics.items()}

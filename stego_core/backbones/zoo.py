@@ -64,7 +64,10 @@ MOCOV2_R50 = BackboneSpec(
     std=IMAGENET_STD,
     weights="MoCo v2 ResNet-50, 800 epochs (Chen et al. 2020), query encoder",
     hub_id=None,  # not on the timm hub: fetched from the MoCo release URL into the cache
-    url="https://dl.fbaipublicfiles.com/moco/moco_checkpoints/moco_v2_800ep/moco_v2_800ep_pretrain.pth.tar",
+    url=(
+        "https://dl.fbaipublicfiles.com/moco/moco_checkpoints/moco_v2_800ep/"
+        "moco_v2_800ep_pretrain.pth.tar"
+    ),
     license="CC-BY-NC-4.0",
     default_source="hub",
 )

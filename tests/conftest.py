@@ -1,4 +1,4 @@
-"""Fixtures for the task layer: an artifact store in a tmp folder and one Prefect test server.
+"""Shared fixtures: an artifact store in a tmp folder, one Prefect test server, the CamVid data root.
 
 Prefect is imported inside the fixtures, so catalog-only tests never pay for it.
 """
@@ -62,3 +62,14 @@ def no_run_logger() -> Iterator[None]:
 
     with disable_run_logger():
         yield
+
+
+@pytest.fixture(scope="session")
+def camvid_root() -> Path:
+    """The shared data root holding CamVid (``$STEGO_DATA_ROOT`` or ``../shared/data``)."""
+    import os
+
+    root = Path(os.environ.get("STEGO_DATA_ROOT", Path(__file__).resolve().parents[2] / "shared" / "data"))
+    if not (root / "camvid" / "images" / "train").is_dir():
+        pytest.fail(f"CamVid not found under {root}; set STEGO_DATA_ROOT to the folder holding camvid/")
+    return root

