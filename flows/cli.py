@@ -28,6 +28,15 @@ def metrics_table(metrics: dict) -> str:
     return "\n".join(lines)
 
 
+def usage_table(result: dict) -> str:
+    lines = [f"{'stage':<28} {'wall s':>8} {'peak RSS MB':>12}", "-" * 50]
+    for name, cached in result["cached"].items():
+        u = result["usage"].get(name)
+        lines.append(f"{name:<28} {'cached':>8} {'':>12}" if cached or not u else
+                     f"{name:<28} {u['wall_s']:>8.1f} {u['peak_rss_mb']:>12.0f}")
+    return "\n".join(lines)
+
+
 @app.command()
 def run(
     preset: Optional[str] = typer.Option(None, help="named preset (see `stego presets`)"),
@@ -43,12 +52,16 @@ def run(
     overrides = list(set_) + ([f"data.data_root={data_root.resolve()}"] if data_root else [])
     try:
         cfg = build_config(preset, config, overrides)
-        from flows.pipeline import stego_pipeline
+        from flows.pipeline import resolve_config, stego_pipeline
+        from stego_core.validation import preflight
 
-        result = stego_pipeline(config=cfg, artifact_root=artifact_root, output=str(output))
+        cfg = resolve_config(cfg)
+        preflight(cfg, progress=True)  # bad files and values fail here, in seconds, before the flow starts
+        result = stego_pipeline(config=cfg, artifact_root=artifact_root, output=str(output), validate=False)
     except USER_ERRORS as exc:
         fail(exc)
     typer.echo(metrics_table(result["metrics"]))
+    typer.echo("\n" + usage_table(result))
     typer.echo(f"\nwrote {output / 'metrics.json'}")
 
 

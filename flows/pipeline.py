@@ -11,6 +11,7 @@ from prefect import flow
 
 from stego_core.config import ExperimentConfig
 from stego_core.stages import split_info
+from stego_core.validation import preflight
 from stego_core.data import resolve_data_root
 from tasks.catalog import ArtifactStore
 from tasks.stages import (
@@ -48,11 +49,15 @@ def resolve_config(config: ExperimentConfig) -> ExperimentConfig:
 
 @flow(name="stego_pipeline", log_prints=True)
 def stego_pipeline(config: ExperimentConfig = ExperimentConfig(), artifact_root: str | None = None,
-                   output: str | None = None) -> dict:
-    """Five-crop, embed, KNN, train the head, cluster, probe, predict (+ CRF) and evaluate."""
+                   output: str | None = None, validate: bool = True) -> dict:
+    """Five-crop, embed, KNN, train the head, cluster, probe, predict (+ CRF) and evaluate.
+
+    ``validate`` first checks the config and every image/label (seconds), before any compute.
+    """
     cfg = resolve_config(config)
     store = artifact_root or default_artifact_root()
-    split_info(cfg, "train")  # fail fast on missing or empty data, before any compute
+    if validate:
+        preflight(cfg)
     eval_info = split_info(cfg, "eval")
     k, names = eval_info.num_classes, list(eval_info.class_names)
 
@@ -96,7 +101,8 @@ def stego_pipeline(config: ExperimentConfig = ExperimentConfig(), artifact_root:
             "evaluate": scores}
     result = {"metrics": metrics, "config": cfg.model_dump(mode="json"),
               "artifacts": {n: r["key"] for n, r in refs.items() if r},
-              "cached": {n: bool(r.get("cached")) for n, r in refs.items() if r}}
+              "cached": {n: bool(r.get("cached")) for n, r in refs.items() if r},
+              "usage": {n: r["usage"] for n, r in refs.items() if r and r.get("usage")}}
     if output:
         write_run_folder(Path(output), result, Path(head["path"]), Path(readouts["stego_cluster"][1]["path"]),
                          Path(readouts["stego_linear"][1]["path"]))
@@ -111,4 +117,4 @@ def write_run_folder(out: Path, result: dict, head_dir: Path, cluster_dir: Path,
                 cluster_dir / "centroids.npy", linear_dir / "linear.safetensors", linear_dir / "linear.json"):
         shutil.copy2(src, model / src.name)
     (out / "metrics.json").write_text(json.dumps({"metrics": result["metrics"], "config": result["config"]}, indent=1))
-    (out / "run.json").write_text(json.dumps({"artifacts": result["artifacts"]}, indent=1))
+    (out / "run.json").write_text(json.dumps({k: result[k] for k in ("artifacts", "cached", "usage")}, indent=1))

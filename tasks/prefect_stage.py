@@ -44,6 +44,8 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import resource
+import time
 import json
 import logging
 from collections.abc import Callable, Mapping
@@ -196,7 +198,11 @@ def run_stage(
         return {"stage": stage, "key": key, "path": str(found.path), "cached": True}
     run_logger().info("stage %s: computing %s", stage, key)
     with store.create(stage, key, config=config, inputs=inputs) as folder:
+        started = time.perf_counter()
         extra = compute(folder)
+        usage = {"wall_s": round(time.perf_counter() - started, 3), "peak_rss_mb": peak_rss_mb()}
+        run_logger().info("stage %s: done in %.1f s (process peak RSS %.0f MB)", stage, usage["wall_s"], usage["peak_rss_mb"])
+        extra = {**(extra or {}), "usage": usage}
         if extra is not None:
             if not isinstance(extra, Mapping):
                 raise ValueError(
@@ -209,4 +215,9 @@ def run_stage(
                 raise ValueError(f"run_stage({stage!r}): {META_NAME} written by compute is not a JSON object")
             meta.update(extra)
             meta_path.write_text(json.dumps(meta, indent=2, sort_keys=True))
-    return {"stage": stage, "key": key, "path": str(store.location(stage, key)), "cached": False}
+    return {"stage": stage, "key": key, "path": str(store.location(stage, key)), "cached": False, "usage": usage}
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MB (Linux reports KiB)."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
