@@ -55,6 +55,23 @@ def _batches(n: int, batch_size: int, steps: int, seed: int):
         yield np.sort(idx)
 
 
+def _fit(probe: nn.Module, batch_loss: Callable[[np.ndarray], torch.Tensor | None], n: int, *, steps: int,
+         batch_size: int, lr: float, seed: int, desc: str, callback, progress: bool) -> nn.Module:
+    """Adam on ``batch_loss(indices)`` over shuffled epochs of ``n`` items; a ``None`` loss skips the step."""
+    opt = torch.optim.Adam(probe.parameters(), lr=lr)
+    batches = _batches(n, min(batch_size, n), steps, seed)
+    for step, idx in enumerate(tqdm(batches, total=steps, desc=desc, disable=not progress, leave=False)):
+        loss = batch_loss(idx)
+        if loss is None:
+            continue
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if callback is not None and step % 10 == 0:
+            callback(step, loss.item())
+    return probe.eval()
+
+
 def train_cluster_probe(
     features: np.ndarray, num_clusters: int, *, steps: int = 1000, batch_size: int = 32, lr: float = 5e-3,
     seed: int = 0, device: str = "cpu", callback: Callable[[int, float], None] | None = None, progress: bool = True,
@@ -62,17 +79,12 @@ def train_cluster_probe(
     """Fit a :class:`ClusterProbe` on ``features`` ``(N, D, H, W)`` (code or raw)."""
     torch.manual_seed(seed)
     probe = ClusterProbe(features.shape[1], num_clusters).to(device)
-    opt = torch.optim.Adam(probe.parameters(), lr=lr)
-    for step, idx in enumerate(tqdm(_batches(len(features), min(batch_size, len(features)), steps, seed),
-                                    total=steps, desc="cluster probe", disable=not progress, leave=False)):
-        x = torch.from_numpy(np.asarray(features[idx], dtype=np.float32)).to(device)
-        loss = probe.loss(x)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if callback is not None and step % 10 == 0:
-            callback(step, loss.item())
-    return probe.eval()
+
+    def batch_loss(idx):
+        return probe.loss(torch.from_numpy(np.asarray(features[idx], dtype=np.float32)).to(device))
+
+    return _fit(probe, batch_loss, len(features), steps=steps, batch_size=batch_size, lr=lr, seed=seed,
+                desc="cluster probe", callback=callback, progress=progress)
 
 
 def train_linear_probe(
@@ -90,18 +102,14 @@ def train_linear_probe(
         raise ValueError("the linear probe's training labels are all void; it needs labelled training images")
     torch.manual_seed(seed)
     probe = LinearProbe(features.shape[1], num_classes).to(device)
-    opt = torch.optim.Adam(probe.parameters(), lr=lr)
-    for step, idx in enumerate(tqdm(_batches(len(features), min(batch_size, len(features)), steps, seed),
-                                    total=steps, desc="linear probe", disable=not progress, leave=False)):
-        x = torch.from_numpy(np.asarray(features[idx], dtype=np.float32)).to(device)
+
+    def batch_loss(idx):
         y = torch.from_numpy(np.asarray(labels[idx], dtype=np.int64)).to(device)
         if not bool((y != ignore_index).any()):
-            continue  # an all-void batch has no loss (cross-entropy would be NaN)
+            return None  # an all-void batch has no loss (cross-entropy would be NaN)
+        x = torch.from_numpy(np.asarray(features[idx], dtype=np.float32)).to(device)
         logits = F.interpolate(probe(x), size=y.shape[-2:], mode="bilinear", align_corners=False)
-        loss = F.cross_entropy(logits, y, ignore_index=ignore_index)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if callback is not None and step % 10 == 0:
-            callback(step, loss.item())
-    return probe.eval()
+        return F.cross_entropy(logits, y, ignore_index=ignore_index)
+
+    return _fit(probe, batch_loss, len(features), steps=steps, batch_size=batch_size, lr=lr, seed=seed,
+                desc="linear probe", callback=callback, progress=progress)

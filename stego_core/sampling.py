@@ -33,7 +33,7 @@ class PairSampler:
             raise ValueError(f"batch_size must be in [2, {n}] (the number of training images), got {batch_size}")
         self.device = torch.device(device)
         # Preloading the whole fp16 table keeps per-step cost at a gather (1835 x 384 x 16 x 16 = 360 MB).
-        self.features = torch.from_numpy(np.ascontiguousarray(features)) if preload else features
+        self.features = torch.from_numpy(np.array(features)) if preload else features  # copy: memmaps are read-only
         if preload:
             self.features = self.features.to(self.device)
         self.knn = torch.from_numpy(np.ascontiguousarray(knn[:, 1 : num_neighbors + 1])).long()

@@ -202,19 +202,17 @@ def run_stage(
         extra = compute(folder)
         usage = {"wall_s": round(time.perf_counter() - started, 3), "peak_rss_mb": peak_rss_mb()}
         run_logger().info("stage %s: done in %.1f s (process peak RSS %.0f MB)", stage, usage["wall_s"], usage["peak_rss_mb"])
-        extra = {**(extra or {}), "usage": usage}
-        if extra is not None:
-            if not isinstance(extra, Mapping):
-                raise ValueError(
-                    f"run_stage({stage!r}): compute returned {type(extra).__name__}; return a mapping"
-                    " of JSON-able metadata or None"
-                )
-            meta_path = folder / META_NAME
-            meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-            if not isinstance(meta, dict):
-                raise ValueError(f"run_stage({stage!r}): {META_NAME} written by compute is not a JSON object")
-            meta.update(extra)
-            meta_path.write_text(json.dumps(meta, indent=2, sort_keys=True))
+        if extra is not None and not isinstance(extra, Mapping):
+            raise ValueError(
+                f"run_stage({stage!r}): compute returned {type(extra).__name__}; return a mapping"
+                " of JSON-able metadata or None"
+            )
+        meta_path = folder / META_NAME
+        meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+        if not isinstance(meta, dict):
+            raise ValueError(f"run_stage({stage!r}): {META_NAME} written by compute is not a JSON object")
+        meta.update({**(extra or {}), "usage": usage})
+        meta_path.write_text(json.dumps(meta, indent=2, sort_keys=True))
     return {"stage": stage, "key": key, "path": str(store.location(stage, key)), "cached": False, "usage": usage}
 
 

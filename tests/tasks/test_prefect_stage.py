@@ -148,8 +148,10 @@ def test_run_stage_computes_once_and_records_metadata(store: ArtifactStore) -> N
 
     ref = run_stage(store, "answer", {"q": "life"}, {"up": "k0"}, compute)
     key = artifact_key("answer", {"q": "life"}, {"up": "k0"})
+    usage = ref.pop("usage")
     assert ref == {"stage": "answer", "key": key, "path": str(store.root / "answer" / key), "cached": False}
-    assert store.open("answer", key).metadata == {"written": 1, "returned": 2}
+    assert set(usage) == {"wall_s", "peak_rss_mb"} and usage["wall_s"] >= 0 and usage["peak_rss_mb"] > 10
+    assert store.open("answer", key).metadata == {"written": 1, "returned": 2, "usage": usage}
     again = run_stage(store, "answer", {"q": "life"}, {"up": "k0"}, compute)
     assert again == {**ref, "cached": True} and len(calls) == 1
 
