@@ -21,13 +21,17 @@ class Result:
     output: str
 
 
-def invoke(*args, timeout=600):
-    """Run `stego ARGS` as a user would: a new process, talking to the session's Prefect test server."""
+def invoke(*args, timeout=600, server=True, home=None):
+    """Run `stego ARGS` as a user would, in a new process: against the session's Prefect test server,
+    or (``server=False``) with no server configured, so Prefect starts its own temporary one."""
     from prefect.settings import PREFECT_API_URL
 
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    if PREFECT_API_URL.value():
+    env.pop("PREFECT_API_URL", None)
+    if server and PREFECT_API_URL.value():
         env["PREFECT_API_URL"] = PREFECT_API_URL.value()
+    if home is not None:
+        env["PREFECT_HOME"] = str(home)
     proc = subprocess.run([sys.executable, "-m", "flows.cli", *map(str, args)], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=timeout)
     return Result(proc.returncode, proc.stdout + proc.stderr)
@@ -104,8 +108,9 @@ def test_bad_input_is_named(prefect_harness, tmp_path, defect, message):
 @pytest.mark.slow
 def test_run_predict_evaluate_on_camvid(prefect_harness, camvid_root, tmp_path):
     run_dir = tmp_path / "run"
+    # No Prefect server configured: the flow must start its own temporary one.
     out = invoke("run", "--preset", "camvid-quick", *sum((["--set", t] for t in TINY), []), "--data-root", camvid_root,
-                 "--output", run_dir, "--artifact-root", tmp_path / "a")
+                 "--output", run_dir, "--artifact-root", tmp_path / "a", server=False, home=tmp_path / "prefect-home")
     assert out.exit_code == 0, out.output
     assert "stego_cluster_crf" in out.output and "raw_kmeans" in out.output
     metrics = json.loads((run_dir / "metrics.json").read_text())["metrics"]
