@@ -74,25 +74,27 @@ def backbone_flops(backbone, resolution: int, device: torch.device) -> int:
     return int(counter.get_total_flops())
 
 
-def bare_loop(backbone, n: int, resolution: int, batch: int, device: torch.device, flip: bool) -> dict:
-    """Backbone forward over ``n`` pre-loaded random images in batches (+ flipped copy): images/s."""
+def bare_loop(backbone, n: int, resolution: int, batch: int, device: torch.device, flip: bool, repeats: int = 3) -> dict:
+    """Backbone forward over ``n`` pre-loaded random images in batches (+ flipped copy): images/s,
+    best and median of ``repeats`` timed passes after one untimed warm-up pass."""
     x = torch.randn(n, 3, resolution, resolution, device=device).contiguous(memory_format=torch.channels_last)
 
-    def one_pass(limit: int) -> None:
+    def one_pass() -> float:
+        sync(device)
+        t0 = time.perf_counter()
         with torch.inference_mode(), autocast(device):
-            for s in range(0, limit, batch):
+            for s in range(0, n, batch):
                 xb = x[s : s + batch]
                 backbone(xb)
                 if flip:
                     backbone(xb.flip(-1))
+        sync(device)
+        return time.perf_counter() - t0
 
-    one_pass(min(n, 3 * batch))  # warm-up (kernel selection)
-    sync(device)
-    t0 = time.perf_counter()
-    one_pass(n)
-    sync(device)
-    wall = time.perf_counter() - t0
-    return {"images": n, "resolution": resolution, "batch": batch, "flip": flip, "wall_s": wall, "images_per_s": n / wall}
+    one_pass()  # warm-up (kernel selection, clocks)
+    walls = sorted(one_pass() for _ in range(repeats))
+    return {"images": n, "resolution": resolution, "batch": batch, "flip": flip, "wall_s": walls[0],
+            "images_per_s": n / walls[0], "images_per_s_median": n / walls[len(walls) // 2], "repeats": repeats}
 
 
 class BackboneSampler:
@@ -144,14 +146,15 @@ def head_speed(backbone, device: torch.device, *, n: int, steps: int, batch: int
 def run_micro(weights: str | None, device: torch.device, args) -> dict:
     from stego_core.backbones import create_backbone
 
-    backbone = create_backbone("dinov2_vits14", weights=weights, pretrained=weights is not None).to(device).eval()
+    pretrained = weights is not None and not args.random_weights
+    backbone = create_backbone("dinov2_vits14", weights=weights if pretrained else None, pretrained=pretrained).to(device).eval()
     res: dict = {"matmul": matmul_rate(device)}
     rate = res["matmul"]["tflops"] * 1e12
     res["flops_per_image"] = {str(r): backbone_flops(backbone, r, device) for r in (args.train_res, args.eval_res)}
     res["bare_loop"] = []
     for b in args.embed_batches:
         for r, n, flip in ((args.train_res, args.n_train, False), (args.eval_res, args.n_eval, True)):
-            row = bare_loop(backbone, n, r, b, device, flip)
+            row = bare_loop(backbone, n, r, b, device, flip, repeats=args.repeats)
             floor = rate / (res["flops_per_image"][str(r)] * (2 if flip else 1))  # images/s at the matmul rate
             row.update(floor_images_per_s=floor, fraction_of_floor=row["images_per_s"] / floor)
             res["bare_loop"].append(row)
@@ -267,6 +270,52 @@ class Pipeline:
         return out
 
 
+def decode_only(dataset, batch: int, workers: int) -> float:
+    """Images/s of the embed stage's decoding side alone (``prefetch_batches``, no backbone)."""
+    from stego_core.features import prefetch_batches
+
+    t0 = time.perf_counter()
+    n = sum(len(b["image"]) for b in prefetch_batches(dataset, batch, workers))
+    return n / (time.perf_counter() - t0)
+
+
+def run_embed_scaling(args, device: torch.device, results: dict, save) -> None:
+    """Embed stage images/s per (batch, decoding workers), next to decoding alone."""
+    from stego_core.backbones import get_backbone_spec
+    from stego_core.data import SegmentationDataset
+
+    p = Pipeline(args, device)
+    s = p.stages
+    p.stage("crop", lambda d: s.crop_stage(p.cfg(), d))
+    p.stage("embed_warmup", lambda d: s.embed_stage(p.cfg("data.eval_limit=2"), "eval", d))
+    from stego_core.backbones import create_backbone
+
+    e = p.cfg().embed
+    spec = get_backbone_spec(e.backbone)
+    t0 = time.perf_counter()
+    create_backbone(e.backbone, weights=e.weights, pretrained=e.pretrained).to(device)
+    sync(device)
+    results["embed_backbone_setup_s"] = time.perf_counter() - t0  # paid once per embed stage call
+    rows = results.setdefault("embed_scaling", [])
+    for w in args.embed_workers:
+        for b in args.embed_batches:
+            for role in ("train", "eval"):
+                cfg = p.cfg(f"embed.batch_size={b}", f"embed.num_workers={w}")
+                rec = p.stage(f"embed_{role}_b{b}_w{w}", lambda d: s.embed_stage(
+                    cfg, role, d, crop_dir=p.work / "crop" if role == "train" else None))
+                info = s.split_info(cfg, "eval")
+                samples, label_map = (s.crop_samples(p.work / "crop"), "identity") if role == "train" else (info.samples, info.label_map)
+                res = rec["summary"]["resolution"]
+                ds = SegmentationDataset(samples, resolution=res, mean=spec.mean, std=spec.std, num_classes=p.k,
+                                         label_map=label_map, ignore_index=info.ignore_index)
+                n = rec["summary"]["num_images"]
+                rows.append({"role": role, "batch": b, "workers": w, "images": n, "resolution": res,
+                             "wall_s": rec["wall_s"], "images_per_s": n / rec["wall_s"],
+                             "decode_only_images_per_s": decode_only(ds, b, w)})
+                logger.info("embed scaling %s", rows[-1])
+                save()
+
+
 def run_pipeline(args, device: torch.device, results: dict, save) -> None:
     t_start = time.perf_counter()
     results["calibration_device_error"] = guard_calibration(device)
@@ -357,13 +406,21 @@ def report(results: dict) -> str:
                  "probe_largest": g.get("probe", {}).get("largest"), "skipped": g.get("skipped", "")} for g in pipe["grid"]]
         out.append(fmt_table(rows, ["steps", "lr", "loss", "steps/s", "probe_mIoU", "kmeans_mIoU", "linear_mIoU",
                                     "probe_largest", "skipped"]))
+    if results.get("embed_scaling"):
+        out.append(fmt_table(results["embed_scaling"], ["role", "resolution", "batch", "workers", "images", "wall_s",
+                                                        "images_per_s", "decode_only_images_per_s"]))
     return "\n\n".join(out)
 
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("work", help="work folder for the stage outputs (reused: finished stages are skipped)")
-    ap.add_argument("--phase", choices=("micro", "pipeline", "all"), default="all")
+    ap.add_argument("--phase", choices=("micro", "pipeline", "all", "embed"), default="all",
+                    help="embed: crop + embed stage timings per --embed-workers only (not part of 'all')")
+    ap.add_argument("--random-weights", action="store_true", help="random backbone weights (timings only)")
+    ap.add_argument("--embed-workers", type=lambda v: [int(x) for x in v.split(",")], default=[4],
+                    help="phase embed: decoding thread counts to try")
+    ap.add_argument("--repeats", type=int, default=3, help="micro: timed passes per bare-loop setting (best reported)")
     ap.add_argument("--weights", help="DINOv2 ViT-S/14 weights file (.safetensors/.pth); default: the preset's source")
     ap.add_argument("--data-root", help="folder holding camvid/{images,labels}/{train,val}")
     ap.add_argument("--json", help="results file (default WORK/gpu_camvid.json); merged with an existing one")
@@ -398,12 +455,17 @@ def main(argv=None) -> int:
 
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = False
-    for phase in ("micro", "pipeline"):
-        if args.phase not in (phase, "all"):
+    if args.random_weights:
+        args.set = [*args.set, "embed.pretrained=false"]
+        args.weights = None
+    for phase in ("micro", "pipeline", "embed"):
+        if args.phase != phase and not (args.phase == "all" and phase != "embed"):
             continue
         t0 = time.perf_counter()
         if phase == "micro":
             results["micro"] = run_micro(args.weights, device, args)
+        elif phase == "embed":
+            run_embed_scaling(args, device, results, save)
         else:
             run_pipeline(args, device, results, save)
         results["wall_s"][phase] = time.perf_counter() - t0

@@ -57,7 +57,7 @@ def run(
 
         cfg = resolve_config(cfg)
         preflight(cfg, progress=True)  # bad files and values fail here, in seconds, before the flow starts
-        result = stego_pipeline(config=cfg, artifact_root=artifact_root, output=str(output), validate=False)
+        result = stego_pipeline(config=cfg, artifact_root=artifact_root, output=str(output), check_inputs=False)
     except USER_ERRORS as exc:
         fail(exc)
     typer.echo(metrics_table(result["metrics"]))

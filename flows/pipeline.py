@@ -49,14 +49,14 @@ def resolve_config(config: ExperimentConfig) -> ExperimentConfig:
 
 @flow(name="stego_pipeline", log_prints=True)
 def stego_pipeline(config: ExperimentConfig = ExperimentConfig(), artifact_root: str | None = None,
-                   output: str | None = None, validate: bool = True) -> dict:
+                   output: str | None = None, check_inputs: bool = True) -> dict:
     """Five-crop, embed, KNN, train the head, cluster, probe, predict (+ CRF) and evaluate.
 
-    ``validate`` first checks the config and every image/label (seconds), before any compute.
+    ``check_inputs`` first checks the config and every image/label (seconds), before any compute.
     """
     cfg = resolve_config(config)
     store = artifact_root or default_artifact_root()
-    if validate:
+    if check_inputs:
         preflight(cfg)
     eval_info = split_info(cfg, "eval")
     k, names = eval_info.num_classes, list(eval_info.class_names)

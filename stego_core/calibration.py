@@ -37,14 +37,14 @@ def correlation_statistics(
     for _ in range(batches):
         feats, feats_pos = sampler.next_batch()
         b, s = feats.shape[0], feature_samples
-        c1 = torch.rand(b, s, s, 2, generator=gen) * 2 - 1
-        c2 = torch.rand(b, s, s, 2, generator=gen) * 2 - 1
+        c1 = (torch.rand(b, s, s, 2, generator=gen) * 2 - 1).to(feats.device)
+        c2 = (torch.rand(b, s, s, 2, generator=gen) * 2 - 1).to(feats.device)
         f1, f2 = sample_points(feats, c1), sample_points(feats_pos, c2)
-        fneg = sample_points(feats[derangement(b, gen)], c2)
+        fneg = sample_points(feats[derangement(b, gen, feats.device)], c2)
         kw = dict(pointwise=pointwise, add_back_mean=add_back_mean)
-        values["self"].append(feature_correlation(f1, f1, **kw).flatten())
-        values["knn"].append(feature_correlation(f1, f2, **kw).flatten())
-        values["rand"].append(feature_correlation(f1, fneg, **kw).flatten())
+        values["self"].append(feature_correlation(f1, f1, **kw).flatten().cpu())
+        values["knn"].append(feature_correlation(f1, f2, **kw).flatten().cpu())
+        values["rand"].append(feature_correlation(f1, fneg, **kw).flatten().cpu())
     out = {}
     rng = np.random.default_rng(sampler.seed)
     for k, parts in values.items():

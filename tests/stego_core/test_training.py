@@ -110,3 +110,14 @@ def test_cluster_probe_finds_the_two_directions_and_linear_probe_learns_labels()
         train_linear_probe(f, np.full_like(labels, 255), 2, steps=1, progress=False)
     with pytest.raises(ValueError, match="num_clusters"):
         ClusterProbe(4, 0)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_calibration_and_training_run_on_cuda():
+    f, knn = two_region_features()
+    sampler = PairSampler(f, knn, batch_size=8, seed=0, device="cuda")
+    stats = correlation_statistics(sampler, batches=2, feature_samples=5)
+    assert all(np.isfinite(v).all() for v in stats.values())
+    res = train_head(sampler, make_loss(), in_dim=16, dim=4, steps=5, seed=0, progress=False)
+    assert next(res.head.parameters()).is_cuda and np.isfinite(res.history[-1]["loss"])
