@@ -5,6 +5,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 export STEGO_DATA_ROOT ?= $(abspath ../shared/data)
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 
 .PHONY: install demo test test-fast clean
 

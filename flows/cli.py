@@ -124,6 +124,8 @@ def backbones() -> None:
 def main() -> None:
     logging.basicConfig(level=os.environ.get("STEGO_LOG_LEVEL", "WARNING"))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # With no server configured Prefect starts a temporary one; its 20 s default is tight on 2 busy cores.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     app()
 
 
