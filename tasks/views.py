@@ -23,10 +23,24 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
 }
 
 
+# Fields of a section that only some calls of a stage read (the rest of the section is left out of
+# their key, so e.g. changing the CRF does not recompute predictions made without it).
+CLUSTER_FIELDS = {
+    "kmeans": ("num_clusters", "kmeans_restarts", "kmeans_max_tokens"),
+    "probe": ("num_clusters", "probe_steps", "probe_lr", "probe_batch_size"),
+}
+
+
 def stage_view(stage: str, cfg: ExperimentConfig, **args: Any) -> dict:
     """The JSON-able config a stage is keyed on: its sections of ``cfg`` plus stage arguments."""
     full = cfg.model_dump(mode="json")
     view = {name: full[name] for name in STAGE_SECTIONS[stage]}
+    if stage == "cluster":
+        view["cluster"] = {k: full["cluster"][k] for k in CLUSTER_FIELDS[args["method"]]}
+    if stage == "predict":
+        view["cluster"] = {"temperature": full["cluster"]["temperature"]}
+        if not args.get("crf"):
+            del view["crf"]
     if args:
         view["stage_args"] = args
     return view

@@ -1,0 +1,34 @@
+"""Cache-key views: each stage is keyed on exactly the config it reads."""
+import pytest
+
+from stego_core.config import ExperimentConfig
+from stego_core.presets import build_config
+from tasks.views import STAGE_SECTIONS, config_from_view, stage_view
+
+
+def test_view_round_trips_to_the_fields_the_stage_reads():
+    cfg = build_config("camvid-quick", overrides=["train.lr=0.003", "seed=4", "crf.iterations=2"])
+    view = stage_view("train_head", cfg)
+    back, args = config_from_view(view)
+    assert back.train == cfg.train and back.loss == cfg.loss and back.seed == 4 and args == {}
+    assert back.crf == ExperimentConfig().crf  # not in train_head's view: defaults, never the caller's
+
+
+@pytest.mark.parametrize("override,stage,args,changes", [
+    ("train.lr=0.01", "train_head", {}, True),
+    ("train.lr=0.01", "knn", {}, False),
+    ("crf.iterations=2", "predict", {"crf": False, "readout_stage": "cluster"}, False),
+    ("crf.iterations=2", "predict", {"crf": True, "readout_stage": "cluster"}, True),
+    ("cluster.probe_steps=7", "cluster", {"method": "kmeans", "num_classes": 11}, False),
+    ("cluster.probe_steps=7", "cluster", {"method": "probe", "num_classes": 11}, True),
+    ("cluster.kmeans_restarts=9", "cluster", {"method": "kmeans", "num_classes": 11}, True),
+    ("data.crop_ratio=0.4", "crop", {}, True),
+    ("data.crop_ratio=0.4", "evaluate", {}, False),
+])
+def test_a_field_changes_exactly_the_views_that_hold_it(override, stage, args, changes):
+    base, changed = build_config("camvid-quick"), build_config("camvid-quick", overrides=[override])
+    assert (stage_view(stage, base, **args) != stage_view(stage, changed, **args)) is changes
+
+
+def test_every_stage_has_a_view():
+    assert set(STAGE_SECTIONS) == {"crop", "embed", "knn", "train_head", "cluster", "linear_probe", "predict", "evaluate"}
