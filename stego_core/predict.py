@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from stego_core.head import SegmentationHead
 from stego_core.probes import LinearProbe
 
 logger = logging.getLogger(__name__)
@@ -75,6 +76,7 @@ def predict(
     *,
     crf: Callable[[Sequence[int], np.ndarray], list[np.ndarray]] | None = None,
     batch: int = 16,
+    max_batch_bytes: float = 512e6,
     device: str | torch.device = "cpu",
     progress: bool = True,
     desc: str = "predict",
@@ -85,6 +87,10 @@ def predict(
     ``rows`` and returns refined ``(K, H, W)`` arrays (it owns the RGB images and the process pool).
     """
     out = np.empty((len(features), *size), dtype=np.uint8)
+    # Upsampled maps are (B, D, H, W) float32: cap B so a batch stays under max_batch_bytes (raw 384-d
+    # features at 322 x 322 are 160 MB per image).
+    channels = head.dim if isinstance(head, SegmentationHead) else features.shape[1]
+    batch = max(1, min(batch, int(max_batch_bytes // (4 * channels * size[0] * size[1]))))
     bar = tqdm(total=len(features), desc=desc, disable=not progress, leave=False)
     for rows, maps in dense_maps(features, features_flip, head, batch=batch, device=device):
         probs = readout(maps, size)
