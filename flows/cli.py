@@ -45,6 +45,9 @@ def run(
     data_root: Optional[Path] = typer.Option(None, help="data root (default: $STEGO_DATA_ROOT)"),
     output: Path = typer.Option(Path("runs/latest"), help="run folder: metrics.json and the model files"),
     artifact_root: Optional[str] = typer.Option(None, help="artifact cache (default: $STEGO_HOME/artifacts)"),
+    tracking: bool = typer.Option(True, "--tracking/--no-tracking", help="record the run in MLflow"),
+    tracking_uri: Optional[str] = typer.Option(None, help="MLflow store (default: $MLFLOW_TRACKING_URI, else $STEGO_HOME/mlflow.db)"),
+    experiment: Optional[str] = typer.Option(None, help="MLflow experiment (default: the config's name)"),
 ) -> None:
     """Run the pipeline flow and print the metrics table."""
     from stego_core.presets import build_config
@@ -57,12 +60,15 @@ def run(
 
         cfg = resolve_config(cfg)
         preflight(cfg, progress=True)  # bad files and values fail here, in seconds, before the flow starts
-        result = stego_pipeline(config=cfg, artifact_root=artifact_root, output=str(output), check_inputs=False)
+        result = stego_pipeline(config=cfg, artifact_root=artifact_root, output=str(output), check_inputs=False,
+                                tracking=tracking, tracking_uri=tracking_uri, experiment=experiment)
     except USER_ERRORS as exc:
         fail(exc)
     typer.echo(metrics_table(result["metrics"]))
     typer.echo("\n" + usage_table(result))
     typer.echo(f"\nwrote {output / 'metrics.json'}")
+    if result.get("mlflow_run_id"):
+        typer.echo(f"MLflow run {result['mlflow_run_id']} ({result['tracking_uri']}); `stego compare` lists it")
 
 
 @app.command()
@@ -88,19 +94,88 @@ def evaluate(
 
 @app.command()
 def predict(
-    run_dir: Path = typer.Option(..., "--run", help="a finished run folder (from `stego run --output`)"),
+    run_ref: str = typer.Option(..., "--run", help="a run folder (`stego run --output`) or an MLflow run id / runs:/<id>"),
     images: Path = typer.Option(..., help="folder of images to segment"),
     out: Path = typer.Option(..., help="output folder for cluster-id PNGs and overlays"),
     crf: bool = typer.Option(False, help="refine with the dense CRF"),
+    tracking_uri: Optional[str] = typer.Option(None, help="MLflow store holding the run (default: as `stego run`)"),
 ) -> None:
-    """Segment new images with a finished run."""
+    """Segment new images with a finished run (a folder, or a run tracked in MLflow)."""
     from stego_core.inference import predict_images
 
     try:
+        run_dir = Path(run_ref)
+        if not run_dir.exists():
+            from stego_core.home import stego_home
+            from tasks.tracking import download_run, parse_run_ref, resolve_tracking_uri
+
+            run_id = parse_run_ref(run_ref)
+            if run_id is not None:
+                run_dir = download_run(run_id, tracking_uri=resolve_tracking_uri(tracking_uri, stego_home()),
+                                       cache_root=stego_home() / "mlflow-runs")
         written = predict_images(run_dir, images, out, use_crf=crf)
     except USER_ERRORS as exc:
         fail(exc)
     typer.echo(f"wrote {len(written)} predictions (+ overlays) to {out}")
+
+
+@app.command()
+def compare(
+    experiment: Optional[str] = typer.Option(None, help="MLflow experiment (default: all)"),
+    filter_: str = typer.Option("", "--filter", help="MLflow filter, e.g. \"params.train.lr = '0.001'\" (back-tick names holding '/')"),
+    sort: Optional[str] = typer.Option(None, help="column to sort by, best first (default: the first *.mIoU)"),
+    ascending: bool = typer.Option(False, help="sort smallest first"),
+    all_metrics: bool = typer.Option(False, help="every metric (per-class IoU, usage, losses), not just accuracy / mIoU"),
+    csv: Optional[Path] = typer.Option(None, help="also write the table as CSV"),
+    plot: Optional[Path] = typer.Option(None, help="also write a bar chart of the runs' mIoU (PNG)"),
+    tracking_uri: Optional[str] = typer.Option(None, help="MLflow store (default: $MLFLOW_TRACKING_URI, else $STEGO_HOME/mlflow.db)"),
+) -> None:
+    """Tracked runs side by side: the parameters that differ and the metrics."""
+    import pandas as pd
+
+    from flows.compare import compare_runs
+    from stego_core.home import stego_home
+    from tasks.tracking import resolve_tracking_uri
+
+    try:
+        table = compare_runs(tracking_uri=resolve_tracking_uri(tracking_uri, stego_home()), experiment=experiment,
+                             filter_string=filter_, sort=sort, ascending=ascending, all_metrics=all_metrics, csv=csv, plot=plot)
+    except USER_ERRORS as exc:
+        fail(exc)
+    if table.empty:
+        typer.echo("no runs found (run `stego run` first, or check --experiment / --filter / --tracking-uri)")
+        return
+    shown = table.assign(run_id=table["run_id"].str[:8])
+    with pd.option_context("display.width", 200, "display.max_columns", 50, "display.float_format", "{:.4f}".format):
+        typer.echo(shown.to_string(index=False))
+    for path in (csv, plot):
+        if path:
+            typer.echo(f"wrote {path}")
+
+
+@app.command()
+def ui(
+    port: int = typer.Option(5000, help="port on 127.0.0.1"),
+    tracking_uri: Optional[str] = typer.Option(None, help="MLflow store (default: $MLFLOW_TRACKING_URI, else $STEGO_HOME/mlflow.db)"),
+) -> None:
+    """Serve the MLflow UI for the local store on 127.0.0.1 (one worker; Ctrl-C stops it)."""
+    import subprocess
+
+    from stego_core.home import stego_home
+    from tasks.tracking import local_artifact_root, resolve_tracking_uri, server_command, server_env, sqlite_path
+
+    uri = resolve_tracking_uri(tracking_uri, stego_home())
+    if sqlite_path(uri) is None:
+        typer.echo(f"runs are tracked on {uri}: open that address in a browser, or pass --tracking-uri sqlite:///FILE")
+        return
+    sqlite_path(uri).parent.mkdir(parents=True, exist_ok=True)
+    typer.echo(f"MLflow UI for {uri} at http://127.0.0.1:{port} (Ctrl-C stops it)")
+    proc = subprocess.Popen(server_command(uri, local_artifact_root(uri), port), env=server_env())
+    try:
+        raise typer.Exit(proc.wait())
+    except KeyboardInterrupt:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 @app.command()

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 from pathlib import Path
 
 from prefect import flow
 
 from stego_core.config import ExperimentConfig
+from stego_core.home import stego_home
 from stego_core.stages import split_info
 from stego_core.validation import preflight
 from stego_core.data import resolve_data_root
@@ -24,15 +24,13 @@ from tasks.stages import (
     predict_task,
     train_head_task,
 )
+from tasks.figures import run_figures
+from tasks.tracking import NullTracker, RunTracker, resolve_tracking_uri
 from tasks.views import stage_view
 
 logger = logging.getLogger(__name__)
 
 METHODS = ("stego_cluster", "stego_cluster_crf", "stego_linear", "raw_kmeans", "raw_linear")
-
-
-def stego_home() -> Path:
-    return Path(os.environ.get("STEGO_HOME", Path.home() / ".cache" / "stego")).expanduser()
 
 
 def default_artifact_root() -> str:
@@ -49,15 +47,37 @@ def resolve_config(config: ExperimentConfig) -> ExperimentConfig:
 
 @flow(name="stego_pipeline", log_prints=True)
 def stego_pipeline(config: ExperimentConfig = ExperimentConfig(), artifact_root: str | None = None,
-                   output: str | None = None, check_inputs: bool = True) -> dict:
+                   output: str | None = None, check_inputs: bool = True, tracking: bool = True,
+                   tracking_uri: str | None = None, experiment: str | None = None,
+                   parent_run_id: str | None = None) -> dict:
     """Five-crop, embed, KNN, train the head, cluster, probe, predict (+ CRF) and evaluate.
 
     ``check_inputs`` first checks the config and every image/label (seconds), before any compute.
+    ``tracking`` records the run in MLflow (see :mod:`tasks.tracking`): ``tracking_uri`` (default
+    ``$MLFLOW_TRACKING_URI``, else ``$STEGO_HOME/mlflow.db``), ``experiment`` (default: config
+    ``name``), ``parent_run_id`` (nest the run under a sweep's run).
     """
     cfg = resolve_config(config)
     store = artifact_root or default_artifact_root()
     if check_inputs:
         preflight(cfg)
+    tracker = start_tracking(cfg, tracking, tracking_uri, experiment, parent_run_id, store)
+    with tracker:  # ends the MLflow run FINISHED, or FAILED with the error
+        result = run_stages(cfg, store, output, tracker)
+    return result
+
+
+def start_tracking(cfg: ExperimentConfig, enabled: bool, tracking_uri: str | None, experiment: str | None,
+                   parent_run_id: str | None, store: str) -> RunTracker | NullTracker:
+    if not enabled:
+        return NullTracker()
+    return RunTracker.start(config=cfg.model_dump(mode="json"), tracking_uri=resolve_tracking_uri(tracking_uri, stego_home()),
+                            experiment=experiment or cfg.name, parent_run_id=parent_run_id,
+                            tags={"artifact_root": str(store)})
+
+
+def run_stages(cfg: ExperimentConfig, store: str, output: str | None, tracker: RunTracker | NullTracker) -> dict:
+    """The stages in order (the flow's body); ``tracker`` gets the loss curves and the final record."""
     eval_info = split_info(cfg, "eval")
     k, names = eval_info.num_classes, list(eval_info.class_names)
 
@@ -73,6 +93,7 @@ def stego_pipeline(config: ExperimentConfig = ExperimentConfig(), artifact_root:
     knn = run(knn_task, "knn", {"embed": emb_train["key"]})
     # 4. The segmentation head, trained with the contrastive correlation loss.
     head = run(train_head_task, "train_head", {"embed": emb_train["key"], "knn": knn["key"]})
+    tracker.log_training(Path(head["path"]))
     # 5. Readouts: clusters (no labels) and linear probes (labels), on the code and on raw features.
     readouts = {}
     for name, head_key in (("stego", head["key"]), ("raw", None)):
@@ -103,18 +124,30 @@ def stego_pipeline(config: ExperimentConfig = ExperimentConfig(), artifact_root:
               "artifacts": {n: r["key"] for n, r in refs.items() if r},
               "cached": {n: bool(r.get("cached")) for n, r in refs.items() if r},
               "usage": {n: r["usage"] for n, r in refs.items() if r and r.get("usage")}}
+    files = model_files(Path(head["path"]), Path(readouts["stego_cluster"][1]["path"]), Path(readouts["stego_linear"][1]["path"]))
     if output:
-        write_run_folder(Path(output), result, Path(head["path"]), Path(readouts["stego_cluster"][1]["path"]),
-                         Path(readouts["stego_linear"][1]["path"]))
+        write_run_folder(Path(output), result, files)
+    # 8. The record in MLflow: metrics, checkpoints, figures.
+    if tracker.run_id:
+        history = json.loads((Path(head["path"]) / "history.json").read_text())
+        figures = run_figures(metrics, history, eval_embed_dir=Path(emb_eval["path"]), dataset=cfg.data.dataset,
+                              predict_dirs={m: Path(p["path"]) for m, p in preds.items()}, class_names=names)
+        tracker.log_result(result, files, figures)
+        result.update(mlflow_run_id=tracker.run_id, tracking_uri=tracker.tracking_uri)
     return result
 
 
-def write_run_folder(out: Path, result: dict, head_dir: Path, cluster_dir: Path, linear_dir: Path) -> None:
+def model_files(head_dir: Path, cluster_dir: Path, linear_dir: Path) -> list[Path]:
+    """The files ``stego predict --run`` needs (head, centroids, linear probe) plus the loss record."""
+    return [head_dir / "head.safetensors", head_dir / "head.json", head_dir / "loss.json", head_dir / "history.json",
+            cluster_dir / "centroids.npy", linear_dir / "linear.safetensors", linear_dir / "linear.json"]
+
+
+def write_run_folder(out: Path, result: dict, files: list[Path]) -> None:
     """``OUTPUT/metrics.json`` plus the model files ``stego predict --run OUTPUT`` needs."""
     model = out / "model"
     model.mkdir(parents=True, exist_ok=True)
-    for src in (head_dir / "head.safetensors", head_dir / "head.json", head_dir / "loss.json", head_dir / "history.json",
-                cluster_dir / "centroids.npy", linear_dir / "linear.safetensors", linear_dir / "linear.json"):
+    for src in files:
         shutil.copy2(src, model / src.name)
     (out / "metrics.json").write_text(json.dumps({"metrics": result["metrics"], "config": result["config"]}, indent=1))
-    (out / "run.json").write_text(json.dumps({k: result[k] for k in ("artifacts", "cached", "usage")}, indent=1))
+    (out / "run.json").write_text(json.dumps({k: result.get(k) for k in ("artifacts", "cached", "usage")}, indent=1))

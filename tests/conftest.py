@@ -73,3 +73,18 @@ def camvid_root() -> Path:
     if not (root / "camvid" / "images" / "train").is_dir():
         pytest.fail(f"CamVid not found under {root}; set STEGO_DATA_ROOT to the folder holding camvid/")
     return root
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_tracking_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Runs made by tests are tracked in a temporary MLflow store, never in the user's home store.
+
+    Tests that need their own store (a real `mlflow server`) set MLFLOW_TRACKING_URI themselves.
+    """
+    folder = tmp_path_factory.mktemp("mlflow")
+    patch = pytest.MonkeyPatch()
+    patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder / 'mlflow.db'}")
+    try:
+        yield folder
+    finally:
+        patch.undo()

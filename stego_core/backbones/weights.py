@@ -25,6 +25,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from stego_core.home import stego_home
+
 from .spec import BackboneSpec
 
 __all__ = [
@@ -51,8 +53,7 @@ _MAX_LISTED_KEYS = 8
 
 def default_cache_dir() -> Path:
     """``$STEGO_HOME/weights``, with ``STEGO_HOME`` defaulting to ``~/.cache/stego``."""
-    home = os.environ.get("STEGO_HOME") or os.path.join("~", ".cache", "stego")
-    return Path(home).expanduser() / "weights"
+    return stego_home() / "weights"
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
