@@ -101,6 +101,7 @@ def run_stages(cfg: ExperimentConfig, store: str, output: str | None, tracker: R
         method = cfg.cluster.method if head_key else "kmeans"
         readouts[f"{name}_cluster"] = ("cluster", run(cluster_task, "cluster", inputs, num_classes=k, method=method))
         readouts[f"{name}_linear"] = ("linear_probe", run(linear_probe_task, "linear_probe", inputs, num_classes=k))
+    tracker.log_probes({name: Path(ref["path"]) for name, (_, ref) in readouts.items()})
     # 6. Predictions on the evaluation split (+ dense CRF on the STEGO clusters).
     plan = {"stego_cluster": ("stego_cluster", False), "stego_linear": ("stego_linear", False),
             "raw_kmeans": ("raw_cluster", False), "raw_linear": ("raw_linear", False)}

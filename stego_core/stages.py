@@ -206,8 +206,11 @@ def cluster_stage(cfg: ExperimentConfig, embed_dir: Path, head_dir: Path | None,
         centroids = spherical_kmeans(tokens(maps, max_tokens=c.kmeans_max_tokens, seed=cfg.seed), k,
                                      restarts=c.kmeans_restarts, seed=cfg.seed)
     else:
+        history: list[dict] = []
         probe = train_cluster_probe(maps, k, steps=c.probe_steps, batch_size=c.probe_batch_size, lr=c.probe_lr,
-                                    seed=cfg.seed, device=str(resolve_device(cfg.device)))
+                                    seed=cfg.seed, device=str(resolve_device(cfg.device)),
+                                    callback=lambda step, loss: history.append({"step": step, "loss": loss}))
+        (out_dir / "history.json").write_text(json.dumps(history))
         centroids = torch.nn.functional.normalize(probe.centroids.detach().cpu(), dim=1).numpy()
     np.save(out_dir / "centroids.npy", centroids.astype(np.float32))
     return {"method": method, "num_clusters": int(k)}
@@ -216,8 +219,11 @@ def cluster_stage(cfg: ExperimentConfig, embed_dir: Path, head_dir: Path | None,
 # --------------------------------------------------------------------------------------- linear
 def linear_stage(cfg: ExperimentConfig, embed_dir: Path, head_dir: Path | None, out_dir: Path, num_classes: int) -> dict:
     maps, labels = _train_maps(cfg, embed_dir, head_dir)
+    history: list[dict] = []
     probe = train_linear_probe(maps, labels, num_classes, steps=cfg.linear.steps, batch_size=cfg.linear.batch_size,
-                               lr=cfg.linear.lr, seed=cfg.seed, device=str(resolve_device(cfg.device)))
+                               lr=cfg.linear.lr, seed=cfg.seed, device=str(resolve_device(cfg.device)),
+                               callback=lambda step, loss: history.append({"step": step, "loss": loss}))
+    (out_dir / "history.json").write_text(json.dumps(history))
     save_file({k: v.contiguous().cpu() for k, v in probe.state_dict().items()}, str(out_dir / "linear.safetensors"))
     (out_dir / "linear.json").write_text(json.dumps({"dim": int(maps.shape[1]), "num_classes": num_classes}))
     return {"num_classes": num_classes}

@@ -211,9 +211,8 @@ class RunTracker:
             for i in range(0, len(items), size):
                 self.client.log_batch(self.run_id, **{kind: items[i:i + size]})
 
-    def log_training(self, head_dir: Path, probe_dirs: Mapping[str, Path] | None = None) -> None:
-        """Loss curves of the head (``train/<term>`` per step) and the calibrated shifts; a probe
-        folder holding a ``history.json`` adds ``probe/<name>/<term>`` curves."""
+    def log_training(self, head_dir: Path) -> None:
+        """Loss curves of the head (``train/<term>`` per step) and the calibrated shifts."""
         now = int(time.time() * 1000)
         history = json.loads((head_dir / "history.json").read_text())
         metrics = history_metrics(history, "train", now)
@@ -221,10 +220,18 @@ class RunTracker:
         from mlflow.entities import Metric
 
         metrics += [Metric(f"train/shift_{pair}", float(v), now, 0) for pair, v in loss_info.get("shifts", {}).items()]
-        for name, folder in (probe_dirs or {}).items():
+        self.log_batch(metrics)
+
+    def log_probes(self, probe_dirs: Mapping[str, Path]) -> None:
+        """Loss curves ``probe/<name>/loss`` of the probes whose folder holds a ``history.json``
+        (SGD cluster probes and linear probes; k-means has none)."""
+        now = int(time.time() * 1000)
+        metrics = []
+        for name, folder in probe_dirs.items():
             if (folder / "history.json").exists():
                 metrics += history_metrics(json.loads((folder / "history.json").read_text()), f"probe/{name}", now)
-        self.log_batch(metrics)
+        if metrics:
+            self.log_batch(metrics)
 
     def log_result(self, result: Mapping[str, Any], model_files: Iterable[Path],
                    figures: Mapping[str, Any] | None = None) -> None:
@@ -279,6 +286,7 @@ class NullTracker:
     tracking_uri = None
 
     def log_training(self, *args: Any, **kwargs: Any) -> None: ...
+    def log_probes(self, *args: Any, **kwargs: Any) -> None: ...
     def log_result(self, *args: Any, **kwargs: Any) -> None: ...
 
     def __enter__(self) -> NullTracker:

@@ -113,6 +113,10 @@ def test_params_tags_curves_metrics_and_figures_read_back(runs, server, tmp_path
     for term in ("loss", "loss_self", "loss_knn", "loss_rand"):
         curve = client.get_metric_history(run.info.run_id, f"train/{term}")
         assert [m.step for m in curve] == [0, 10, 11], term  # log_every=10 over 12 steps
+    # Probe losses: the SGD cluster probe (15 steps) and the linear probes (40 steps), every 10 steps.
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "probe/stego_cluster/loss")] == [0, 10]
+    for probe in ("stego_linear", "raw_linear"):
+        assert [m.step for m in client.get_metric_history(run.info.run_id, f"probe/{probe}/loss")] == [0, 10, 20, 30]
     for method in METHODS:
         assert run.data.metrics[f"{method}.mIoU"] == pytest.approx(first["metrics"][method]["mIoU"])
         assert run.data.metrics[f"{method}.accuracy"] == pytest.approx(first["metrics"][method]["accuracy"])

@@ -107,6 +107,19 @@ def test_git_commit_of_this_checkout():
     assert len(tags["mlflow.source.git.commit"]) == 40
 
 
+def test_probe_loss_curves_are_logged_per_probe(uri, home, tmp_path):
+    probe, kmeans = tmp_path / "probe", tmp_path / "kmeans"
+    probe.mkdir()
+    kmeans.mkdir()  # k-means keeps no history: nothing is logged for it
+    (probe / "history.json").write_text(json.dumps([{"step": s, "loss": -0.1 * s} for s in (0, 10, 20)]))
+    with start(uri) as tracker:
+        tracker.log_probes({"stego_cluster": probe, "raw_cluster": kmeans})
+    client = MlflowClient(uri)
+    curve = client.get_metric_history(tracker.run_id, "probe/stego_cluster/loss")
+    assert [(m.step, m.value) for m in curve] == [(0, 0.0), (10, pytest.approx(-1.0)), (20, pytest.approx(-2.0))]
+    assert not any(k.startswith("probe/raw_cluster") for k in client.get_run(tracker.run_id).data.metrics)
+
+
 def test_empty_experiment_name_is_refused(uri, home):
     with pytest.raises(ValueError, match="experiment name is empty"):
         start(uri, experiment=" ")
