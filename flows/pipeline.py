@@ -95,12 +95,15 @@ def run_stages(cfg: ExperimentConfig, store: str, output: str | None, tracker: R
     head = run(train_head_task, "train_head", {"embed": emb_train["key"], "knn": knn["key"]})
     tracker.log_training(Path(head["path"]))
     # 5. Readouts: clusters (no labels) and linear probes (labels), on the code and on raw features.
+    # Linear probes need training labels; an unlabelled training folder gets the cluster methods only.
+    labelled = any(s.label is not None for s in split_info(cfg, "train").samples)
     readouts = {}
     for name, head_key in (("stego", head["key"]), ("raw", None)):
         inputs = {"embed": emb_train["key"], "head": head_key}
         method = cfg.cluster.method if head_key else "kmeans"
         readouts[f"{name}_cluster"] = ("cluster", run(cluster_task, "cluster", inputs, num_classes=k, method=method))
-        readouts[f"{name}_linear"] = ("linear_probe", run(linear_probe_task, "linear_probe", inputs, num_classes=k))
+        if labelled:
+            readouts[f"{name}_linear"] = ("linear_probe", run(linear_probe_task, "linear_probe", inputs, num_classes=k))
     tracker.log_probes({name: Path(ref["path"]) for name, (_, ref) in readouts.items()})
     # 6. Predictions on the evaluation split (+ dense CRF on the STEGO clusters).
     plan = {"stego_cluster": ("stego_cluster", False), "stego_linear": ("stego_linear", False),
@@ -109,6 +112,8 @@ def run_stages(cfg: ExperimentConfig, store: str, output: str | None, tracker: R
         plan["stego_cluster_crf"] = ("stego_cluster", True)
     preds = {}
     for method, (readout_name, use_crf) in plan.items():
+        if readout_name not in readouts:
+            continue
         readout_stage, ref = readouts[readout_name]
         head_key = head["key"] if readout_name.startswith("stego") else None
         preds[method] = run(predict_task, "predict", {"embed": emb_eval["key"], "head": head_key, "readout": ref["key"]},
@@ -125,7 +130,8 @@ def run_stages(cfg: ExperimentConfig, store: str, output: str | None, tracker: R
               "artifacts": {n: r["key"] for n, r in refs.items() if r},
               "cached": {n: bool(r.get("cached")) for n, r in refs.items() if r},
               "usage": {n: r["usage"] for n, r in refs.items() if r and r.get("usage")}}
-    files = model_files(Path(head["path"]), Path(readouts["stego_cluster"][1]["path"]), Path(readouts["stego_linear"][1]["path"]))
+    linear = readouts.get("stego_linear")
+    files = model_files(Path(head["path"]), Path(readouts["stego_cluster"][1]["path"]), Path(linear[1]["path"]) if linear else None)
     if output:
         write_run_folder(Path(output), result, files)
     # 8. The record in MLflow: metrics, checkpoints, figures.
@@ -138,10 +144,11 @@ def run_stages(cfg: ExperimentConfig, store: str, output: str | None, tracker: R
     return result
 
 
-def model_files(head_dir: Path, cluster_dir: Path, linear_dir: Path) -> list[Path]:
-    """The files ``stego predict --run`` needs (head, centroids, linear probe) plus the loss record."""
-    return [head_dir / "head.safetensors", head_dir / "head.json", head_dir / "loss.json", head_dir / "history.json",
-            cluster_dir / "centroids.npy", linear_dir / "linear.safetensors", linear_dir / "linear.json"]
+def model_files(head_dir: Path, cluster_dir: Path, linear_dir: Path | None) -> list[Path]:
+    """The files ``stego predict --run`` needs (head, centroids, linear probe if any) plus the loss record."""
+    files = [head_dir / "head.safetensors", head_dir / "head.json", head_dir / "loss.json", head_dir / "history.json",
+             cluster_dir / "centroids.npy"]
+    return files + ([linear_dir / "linear.safetensors", linear_dir / "linear.json"] if linear_dir else [])
 
 
 def write_run_folder(out: Path, result: dict, files: list[Path]) -> None:

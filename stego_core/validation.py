@@ -31,6 +31,9 @@ def preflight(cfg: ExperimentConfig, *, check_files: bool = True, progress: bool
     for role in ("train", "eval"):
         info = split_info(cfg, role)
         sizes[role] = len(info.samples)
+        if role == "eval" and not any(s.label is not None for s in info.samples):
+            raise ValueError("the evaluation split has no labels: every run scores its methods on it; set "
+                             "data.eval_labels (unlabelled images can be segmented with `stego predict --run`)")
         if role == "train" and len(info.samples) * (5 if cfg.data.five_crop else 1) <= cfg.knn.num_neighbors:
             raise ValueError(f"knn.num_neighbors={cfg.knn.num_neighbors} needs more than that many training images; "
                              f"the training split has {len(info.samples)}")

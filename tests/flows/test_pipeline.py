@@ -72,3 +72,31 @@ def test_predictions_are_label_sized_cluster_ids(first_run):
     key = result["artifacts"]["predict_stego_cluster"]
     preds = np.load(art / "predict" / key / "predictions.npy")
     assert preds.shape == (3, 154, 154) and preds.max() < 11
+
+
+def test_unlabelled_training_folder_runs_the_cluster_methods_only(prefect_harness, camvid_root, tmp_path):
+    """A custom dataset: unlabelled training images, a labelled evaluation folder (CamVid files copied)."""
+    import shutil
+
+    from stego_core.validation import preflight
+
+    src = camvid_root / "camvid"
+    train, ev_img, ev_lab = tmp_path / "train", tmp_path / "eval_img", tmp_path / "eval_lab"
+    for d in (train, ev_img, ev_lab):
+        d.mkdir()
+    for f in sorted((src / "images" / "train").iterdir())[:4]:
+        shutil.copy(f, train / f.name)
+    for f in sorted((src / "images" / "val").iterdir())[:2]:
+        shutil.copy(f, ev_img / f.name)
+        shutil.copy(src / "labels" / "val" / f"{f.stem}.png", ev_lab / f"{f.stem}.png")
+    folder = ["data.dataset=folder", f"data.train_images={train}", f"data.eval_images={ev_img}",
+              f"data.eval_labels={ev_lab}", "data.num_classes=11", "crf.enabled=false"]
+    cfg = build_config("camvid-quick", overrides=[*TINY, *folder])
+    result = stego_pipeline(config=cfg, artifact_root=str(tmp_path / "art"), output=str(tmp_path / "run"))
+    assert set(result["metrics"]) == {"stego_cluster", "raw_kmeans"}
+    assert all(0 < m["accuracy"] <= 1 for m in result["metrics"].values())
+    assert (tmp_path / "run" / "model" / "centroids.npy").exists()
+
+    unlabelled_eval = build_config("camvid-quick", overrides=[*TINY, *folder[:3], "data.num_classes=11"])
+    with pytest.raises(ValueError, match="evaluation split has no labels"):
+        preflight(unlabelled_eval)
