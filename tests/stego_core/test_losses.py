@@ -20,14 +20,11 @@ def slow_pair_loss(f1, f2, c1, c2, shift, pointwise, add_back_mean):
             F[h, w, i, j] = a @ bb / (a.norm() * bb.norm())
             ca, cb = c1[n, :, h, w].double(), c2[n, :, i, j].double()
             K[h, w, i, j] = ca @ cb / (ca.norm() * cb.norm())
-        yield_F = F
-        if pointwise:
-            centred = F - F.mean(dim=(2, 3), keepdim=True)
-            yield_F = centred
+        if pointwise:  # centre over the partner's points; the batch-wide add-back is left to the caller
+            F = F - F.mean(dim=(2, 3), keepdim=True)
         for idx in itertools.product(range(s), repeat=4):
-            total += -max(K[idx].item(), 0.0) * (yield_F[idx].item() - shift)
+            total += -max(K[idx].item(), 0.0) * (F[idx].item() - shift)
             count += 1
-        # global mean add-back is over the whole batch: handled by the caller
     return total, count
 
 
