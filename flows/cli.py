@@ -101,19 +101,11 @@ def predict(
     tracking_uri: Optional[str] = typer.Option(None, help="MLflow store holding the run (default: as `stego run`)"),
 ) -> None:
     """Segment new images with a finished run (a folder, or a run tracked in MLflow)."""
+    from flows.predict import resolve_run_dir
     from stego_core.inference import predict_images
 
     try:
-        run_dir = Path(run_ref)
-        if not run_dir.exists():
-            from stego_core.home import stego_home
-            from tasks.tracking import download_run, parse_run_ref, resolve_tracking_uri
-
-            run_id = parse_run_ref(run_ref)
-            if run_id is not None:
-                run_dir = download_run(run_id, tracking_uri=resolve_tracking_uri(tracking_uri, stego_home()),
-                                       cache_root=stego_home() / "mlflow-runs")
-        written = predict_images(run_dir, images, out, use_crf=crf)
+        written = predict_images(resolve_run_dir(run_ref, tracking_uri), images, out, use_crf=crf)
     except USER_ERRORS as exc:
         fail(exc)
     typer.echo(f"wrote {len(written)} predictions (+ overlays) to {out}")
@@ -176,6 +168,121 @@ def ui(
     except KeyboardInterrupt:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+@app.command()
+def deploy(
+    prefect_file: Path = typer.Option(None, help="deployments file (default: deployments/prefect.yaml of this project)"),
+    name: List[str] = typer.Option([], "--name", help="only this deployment (repeatable; default: all)"),
+    result_storage: Optional[str] = typer.Option(None, help="make this path or fsspec URL (s3://bucket/results) the "
+                                                 "server's default result storage, shared by all workers"),
+) -> None:
+    """Register the deployments (and create their work pools) on the server at $PREFECT_API_URL."""
+    from flows.deploy import PREFECT_FILE, register
+
+    try:
+        names = register(prefect_file or PREFECT_FILE, names=list(name), result_storage=result_storage)
+    except (*USER_ERRORS, ConnectionError, RuntimeError) as exc:
+        fail(exc)
+    for n in names:
+        typer.echo(f"deployed {n}")
+    typer.echo("start workers with `stego worker --pool gpu --gpu 0` (one per GPU) and `stego worker --pool cpu`")
+
+
+@app.command()
+def worker(
+    pool: str = typer.Option("gpu", help="work pool to serve (created as a process pool if missing)"),
+    gpu: Optional[str] = typer.Option(None, help="pin this worker's flow runs to one GPU (sets CUDA_VISIBLE_DEVICES)"),
+    limit: int = typer.Option(1, min=1, help="flow runs at once (1 per GPU)"),
+    name: Optional[str] = typer.Option(None, help="worker name shown in the UI (default: <pool>-<host>[-gpuN])"),
+) -> None:
+    """Start a Prefect process worker; it runs the flow runs queued on its pool until Ctrl-C."""
+    import socket
+    import subprocess
+
+    from flows.deploy import api_url, worker_command, worker_env
+
+    try:
+        api_url()
+    except USER_ERRORS as exc:
+        fail(exc)
+    worker_name = name or "-".join([pool, socket.gethostname()] + ([f"gpu{gpu}"] if gpu is not None else []))
+    typer.echo(f"worker {worker_name} on pool {pool!r} (limit {limit}{', CUDA_VISIBLE_DEVICES=' + gpu if gpu is not None else ''})")
+    proc = subprocess.Popen(worker_command(pool, limit=limit, name=worker_name), env=worker_env(gpu))
+    try:
+        raise typer.Exit(proc.wait())
+    except KeyboardInterrupt:
+        proc.terminate()
+        raise typer.Exit(proc.wait(timeout=60))
+
+
+@app.command()
+def sweep(
+    preset: Optional[str] = typer.Option(None, help="named preset the children start from"),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML config file"),
+    set_: List[str] = typer.Option([], "--set", help="override of the base config (repeatable)"),
+    backbone: List[str] = typer.Option([], "--backbone", help="backbone sweep: one child per backbone (repeatable)"),
+    grid: List[str] = typer.Option([], "--grid", help="param sweep: field=v1,v2,... (repeatable; every combination)"),
+    artifact_root: Optional[str] = typer.Option(None, help="shared artifact cache (path or fsspec URL)"),
+    experiment: Optional[str] = typer.Option(None, help="MLflow experiment (default: the config's name)"),
+    local: bool = typer.Option(False, "--local", help="run the sweep and its children in this process (no server needed)"),
+    wait: bool = typer.Option(False, help="wait for the sweep to finish and print its table"),
+) -> None:
+    """Trigger a backbone or parameter sweep, as the UI's Run button does (or run it here with --local)."""
+    import yaml
+
+    from stego_core.presets import ConfigError, build_config
+
+    try:
+        base = build_config(preset, config, set_)
+        if bool(backbone) == bool(grid):
+            raise ConfigError("give either --backbone NAME (repeatable) or --grid field=v1,v2 (repeatable)")
+        kind = "backbone_sweep" if backbone else "param_sweep"
+        params: dict = {"config": base.model_dump(mode="json"), "artifact_root": artifact_root, "experiment": experiment}
+        if backbone:
+            params["backbones"] = list(backbone)
+        else:
+            params["grid"] = {}
+            for item in grid:
+                key, sep, values = item.partition("=")
+                if not sep or not values.strip():
+                    raise ConfigError(f"--grid {item!r} must look like field=v1,v2, e.g. loss.b_self=0.05,0.1")
+                params["grid"][key.strip()] = yaml.safe_load(f"[{values}]")
+        summary = run_sweep_command(kind, params, local=local, wait=wait)
+    except (*USER_ERRORS, ConnectionError) as exc:
+        fail(exc)
+    if summary is not None:
+        typer.echo(sweep_table(summary))
+
+
+def run_sweep_command(kind: str, params: dict, *, local: bool, wait: bool) -> dict | None:
+    """Run the sweep flow here (``local``) or trigger its deployment; the summary when it is known."""
+    from flows import sweeps
+    from flows.deploy import trigger
+
+    if local:
+        flow = sweeps.backbone_sweep if kind == "backbone_sweep" else sweeps.param_sweep
+        return flow(**params, deployment=None)
+    deployment = "backbone_sweep/backbone-sweep" if kind == "backbone_sweep" else "param_sweep/param-sweep"
+    run = trigger(deployment, params, wait=wait)
+    typer.echo(f"flow run {run.name} ({run.id}) of {deployment}: {run.state.name if run.state else 'scheduled'}")
+    if not wait:
+        typer.echo("follow it in the Prefect UI (Flow Runs), or rerun with --wait")
+        return None
+    if not run.state.is_completed():
+        raise ValueError(f"the sweep ended {run.state.name}: {run.state.message}")
+    return run.state.result()
+
+
+def sweep_table(summary: dict) -> str:
+    """One row per child: its state and the mIoU of each method."""
+    methods = sorted({m for c in summary["children"] for m in (c.get("metrics") or {})})
+    lines = [f"{'child':<36} {'state':<10} " + " ".join(f"{m:>18}" for m in methods)]
+    for c in summary["children"]:
+        scores = " ".join(f"{100 * c['metrics'][m]['mIoU']:>17.1f}%" if m in (c.get("metrics") or {}) else f"{'-':>18}"
+                          for m in methods)
+        lines.append(f"{c['label'][:36]:<36} {c['state']:<10} {scores}")
+    return "\n".join(lines)
 
 
 @app.command()

@@ -5,6 +5,7 @@ import json
 import logging
 import shutil
 from pathlib import Path
+from typing import Optional
 
 from prefect import flow
 
@@ -13,7 +14,7 @@ from stego_core.home import stego_home
 from stego_core.stages import split_info
 from stego_core.validation import preflight
 from stego_core.data import resolve_data_root
-from tasks.catalog import ArtifactStore
+from tasks.remote_store import open_store
 from tasks.stages import (
     cluster_task,
     crop_task,
@@ -45,17 +46,26 @@ def resolve_config(config: ExperimentConfig) -> ExperimentConfig:
     return config.model_copy(update={"data": config.data.model_copy(update={"data_root": root})})
 
 
-@flow(name="stego_pipeline", log_prints=True)
-def stego_pipeline(config: ExperimentConfig = ExperimentConfig(), artifact_root: str | None = None,
-                   output: str | None = None, check_inputs: bool = True, tracking: bool = True,
-                   tracking_uri: str | None = None, experiment: str | None = None,
-                   parent_run_id: str | None = None) -> dict:
+@flow(name="stego_pipeline", log_prints=True, persist_result=True, result_serializer="json")
+def stego_pipeline(config: ExperimentConfig = ExperimentConfig(), artifact_root: Optional[str] = None,
+                   output: Optional[str] = None, check_inputs: bool = True, tracking: bool = True,
+                   tracking_uri: Optional[str] = None, experiment: Optional[str] = None,
+                   parent_run_id: Optional[str] = None) -> dict:
     """Five-crop, embed, KNN, train the head, cluster, probe, predict (+ CRF) and evaluate.
 
-    ``check_inputs`` first checks the config and every image/label (seconds), before any compute.
-    ``tracking`` records the run in MLflow (see :mod:`tasks.tracking`): ``tracking_uri`` (default
-    ``$MLFLOW_TRACKING_URI``, else ``$STEGO_HOME/mlflow.db``), ``experiment`` (default: config
-    ``name``), ``parent_run_id`` (nest the run under a sweep's run).
+    The result (metrics, artifact keys, cache hits, stage usage) is persisted as JSON in Prefect's
+    result storage, so a sweep on another machine can read it.
+
+    Args:
+        config: the experiment: data, backbone, loss, training, readouts, CRF (see `stego presets`).
+        artifact_root: the artifact cache: a path or an fsspec URL (s3://bucket/prefix) shared by
+            the workers; default $STEGO_HOME/artifacts.
+        output: also write metrics.json and the model files to this folder (on the worker).
+        check_inputs: check the config and every image/label first (seconds), before any compute.
+        tracking: record the run in MLflow.
+        tracking_uri: MLflow store; default $MLFLOW_TRACKING_URI, else $STEGO_HOME/mlflow.db.
+        experiment: MLflow experiment; default the config's name.
+        parent_run_id: nest the MLflow run under this run (set by the sweeps).
     """
     cfg = resolve_config(config)
     store = artifact_root or default_artifact_root()
@@ -80,9 +90,15 @@ def run_stages(cfg: ExperimentConfig, store: str, output: str | None, tracker: R
     """The stages in order (the flow's body); ``tracker`` gets the loss curves and the final record."""
     eval_info = split_info(cfg, "eval")
     k, names = eval_info.num_classes, list(eval_info.class_names)
+    artifacts = open_store(store)
 
     def run(task, stage: str, inputs: dict, **args) -> dict:
-        return task(config=stage_view(stage, cfg, **args), inputs={n: v for n, v in inputs.items() if v}, store_root=store)
+        """The task's ref, its ``path`` made a folder on this machine: a ref computed (or cached by
+        Prefect) on another worker names that worker's folder; a remote store is read back here."""
+        ref = task(config=stage_view(stage, cfg, **args), inputs={n: v for n, v in inputs.items() if v}, store_root=store)
+        if not Path(ref["path"]).is_dir():
+            ref = {**ref, "path": str(artifacts.open(ref["stage"], ref["key"]).path)}
+        return ref
 
     # 1. Training images: five crops each (lossless PNG).
     crop = run(crop_task, "crop", {}) if cfg.data.five_crop else None

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -79,26 +80,39 @@ def _valid_keys(model: type[BaseModel], path: list[str]) -> list[str]:
     return sorted(model.model_fields)
 
 
+def nest_override(key: str, value: Any) -> dict:
+    """``("train.lr", 1e-4)`` -> ``{"train": {"lr": 1e-4}}``; an unknown key lists the valid ones."""
+    parts = [p for p in str(key).strip().split(".") if p]
+    if not parts:
+        raise ConfigError(f"override key {key!r} is empty; use section.key, e.g. train.steps")
+    valid = _valid_keys(ExperimentConfig, parts[:-1])
+    if parts[-1] not in valid:
+        where = ".".join(parts[:-1]) or "top level"
+        raise ConfigError(f"unknown config key {str(key).strip()!r}; valid keys at {where}: {', '.join(valid) or '(none)'}")
+    node: dict = {parts[-1]: value}
+    for part in reversed(parts[:-1]):
+        node = {part: node}
+    return node
+
+
 def parse_override(item: str) -> dict:
     """``"train.lr=1e-4"`` -> ``{"train": {"lr": 1e-4}}`` (value parsed as YAML); keys are checked."""
     if "=" not in item:
         raise ConfigError(f"override {item!r} must look like section.key=value, e.g. train.steps=500")
     key, raw = item.split("=", 1)
-    parts = [p for p in key.strip().split(".") if p]
-    if not parts:
-        raise ConfigError(f"override {item!r} has an empty key")
-    valid = _valid_keys(ExperimentConfig, parts[:-1])
-    if parts[-1] not in valid:
-        where = ".".join(parts[:-1]) or "top level"
-        raise ConfigError(f"unknown config key {key.strip()!r}; valid keys at {where}: {', '.join(valid) or '(none)'}")
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError:
         value = raw
-    node: dict = {parts[-1]: value}
-    for part in reversed(parts[:-1]):
-        node = {part: node}
-    return node
+    return nest_override(key, value)
+
+
+def apply_overrides(config: ExperimentConfig, overrides: Mapping[str, Any]) -> ExperimentConfig:
+    """``config`` with typed dotted-key overrides (``{"loss.b_self": 0.1}``), validated like a file."""
+    data = config.model_dump(mode="json")
+    for key, value in overrides.items():
+        data = deep_merge(data, nest_override(key, value))
+    return validate_config(data)
 
 
 def build_config(
@@ -115,6 +129,11 @@ def build_config(
         data = deep_merge(data, load_yaml(config_file))
     for item in overrides:
         data = deep_merge(data, parse_override(item))
+    return validate_config(data)
+
+
+def validate_config(data: dict) -> ExperimentConfig:
+    """The validated model; every invalid field is listed in one :class:`ConfigError`."""
     try:
         return ExperimentConfig.model_validate(data)
     except ValidationError as exc:

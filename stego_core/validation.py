@@ -19,14 +19,19 @@ from stego_core.stages import split_info
 logger = logging.getLogger(__name__)
 
 
-def preflight(cfg: ExperimentConfig, *, check_files: bool = True, progress: bool = False) -> dict:
-    """Raise ``ValueError`` (``DataError`` for files) on the first problem; return split sizes."""
+def check_config(cfg: ExperimentConfig) -> None:
+    """What needs no file: the backbone exists and the resolutions are multiples of its patch size."""
     spec = get_backbone_spec(cfg.embed.backbone)
     for field in ("train_resolution", "eval_resolution"):
         value = getattr(cfg.embed, field)
         if value % spec.patch_size:
             raise ValueError(f"embed.{field}={value} is not a multiple of {spec.name}'s patch size {spec.patch_size}; "
                              f"use e.g. {value - value % spec.patch_size or spec.patch_size}")
+
+
+def preflight(cfg: ExperimentConfig, *, check_files: bool = True, progress: bool = False) -> dict:
+    """Raise ``ValueError`` (``DataError`` for files) on the first problem; return split sizes."""
+    check_config(cfg)
     sizes = {}
     for role in ("train", "eval"):
         info = split_info(cfg, role)

@@ -18,8 +18,10 @@ into place only after the manifest is written, so a reader sees a complete artif
 Readers go through :meth:`ArtifactStore.get` / :meth:`ArtifactStore.open`, which re-check every
 checksum: a truncated or edited artifact is reported and recomputed, never used.
 
-The store is local for now; ``root`` may be a path or a ``file://`` URL so that an fsspec URL
-(``s3://...``) can replace it later without changing callers.
+:class:`ArtifactStore` is local: ``root`` is a path or a ``file://`` URL. For any other fsspec URL
+(``s3://bucket/prefix``, ``memory://x``) use :func:`tasks.remote_store.open_store`, which returns a
+:class:`tasks.remote_store.RemoteArtifactStore` with the same interface: it keeps a verified local
+mirror of what it reads and writes, published through :meth:`ArtifactStore.receive`.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import re
 import shutil
 import urllib.parse
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -165,6 +167,11 @@ def _list_files(folder: Path) -> tuple[list[str], list[str]]:
     return regular, other
 
 
+def _safe_relpath(rel: object) -> bool:
+    """A manifest file name stays inside its folder: a relative posix path without ``..``."""
+    return isinstance(rel, str) and bool(rel) and not Path(rel).is_absolute() and ".." not in Path(rel).parts
+
+
 def _local_root(root: str | os.PathLike[str]) -> Path:
     text = os.fspath(root)
     if not isinstance(text, str) or not text:
@@ -172,9 +179,10 @@ def _local_root(root: str | os.PathLike[str]) -> Path:
     if "://" in text:
         parsed = urllib.parse.urlparse(text)
         if parsed.scheme != "file":
-            raise NotImplementedError(
-                f"ArtifactStore: root {text!r} uses protocol '{parsed.scheme}', which is not supported"
-                " yet; use a local path or a file:// URL"
+            raise ValueError(
+                f"ArtifactStore: root {text!r} uses protocol '{parsed.scheme}', but ArtifactStore is"
+                " local-only (a path or a file:// URL); open fsspec URLs with"
+                " tasks.remote_store.open_store(root), which returns a RemoteArtifactStore"
             )
         if parsed.netloc not in ("", "localhost"):
             raise ValueError(f"ArtifactStore: file URL {text!r} names a host; use file:///abs/path")
@@ -216,7 +224,7 @@ class ArtifactStore:
 
     @property
     def url(self) -> str:
-        """The root as a ``file://`` URL (what a remote store will replace)."""
+        """The root as a ``file://`` URL (a remote store's ``url`` is its fsspec URL)."""
         return self.root.as_uri()
 
     def location(self, stage: str, key: str) -> Path:
@@ -301,15 +309,42 @@ class ArtifactStore:
         final = self.location(stage, key)
         config_json = None if config is None else _jsonable_config(config, where)
         inputs_json = {} if inputs is None else _check_inputs(inputs, where)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.parent / f".tmp-{key}-{uuid.uuid4().hex}"
-        tmp.mkdir()
-        try:
+        with self._temp_folder(final) as tmp:
             yield tmp
             self._write_manifest(tmp, stage, key, config_json, inputs_json)
             self._publish(tmp, final, stage, key)
+
+    def receive(self, stage: str, key: str, fill: Callable[[Path], None]) -> Artifact:
+        """Publish a copy of an artifact written elsewhere (e.g. downloaded from a remote store).
+
+        ``fill(folder)`` puts the artifact's files and its ``manifest.json`` into an empty temp
+        folder beside ``root/stage/key``; the copy is then checked against that manifest exactly as
+        :meth:`get` checks, and published as :meth:`create` publishes. Nothing is published when
+        ``fill`` raises or the copy fails its checks.
+
+        Raises:
+            ValueError: the copy does not match its manifest (the reason says which file).
+        """
+        final = self.location(stage, key)
+        with self._temp_folder(final) as tmp:
+            fill(tmp)
+            manifest, reason = self._verify(stage, key, tmp)
+            if manifest is None:
+                raise ValueError(f"copy of artifact {stage}/{key} is invalid ({reason})")
+            self._publish(tmp, final, stage, key)
+        published = json.loads((final / MANIFEST_NAME).read_text())  # another writer's copy may have won
+        return Artifact(stage=stage, key=key, path=final, manifest=published)
+
+    @contextlib.contextmanager
+    def _temp_folder(self, final: Path) -> Iterator[Path]:
+        """An empty ``<stage>/.tmp-<key>-<uuid>`` folder, removed on exit (a no-op once published)."""
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.parent / f".tmp-{final.name}-{uuid.uuid4().hex}"
+        tmp.mkdir()
+        try:
+            yield tmp
         finally:
-            shutil.rmtree(tmp, ignore_errors=True)  # a no-op once published
+            shutil.rmtree(tmp, ignore_errors=True)
 
     def _write_manifest(
         self, tmp: Path, stage: str, key: str, config: dict | None, inputs: dict[str, str]
@@ -387,7 +422,7 @@ class ArtifactStore:
             return None, f"files not in the manifest: {unlisted}"
         for rel, entry in files.items():
             target = path / rel
-            if Path(rel).is_absolute() or ".." in Path(rel).parts or not isinstance(entry, dict):
+            if not _safe_relpath(rel) or not isinstance(entry, dict):
                 return None, f"manifest entry {rel!r} is malformed"
             if not target.is_file():
                 return None, f"file {rel!r} is missing"

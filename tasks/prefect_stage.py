@@ -4,7 +4,7 @@ A concrete stage is a thin wrapper::
 
     @stage_task("embed")
     def embed_task(config: EmbedConfig, inputs: dict[str, str], store_root: str) -> dict:
-        store = ArtifactStore(store_root)
+        store = open_store(store_root)   # local path, file:// or any fsspec URL
         return run_stage(store, "embed", config, inputs,
                          lambda folder: stego_core.embed(..., out_dir=folder))
 
@@ -18,9 +18,10 @@ Two cache layers, and why a deleted artifact is still recomputed
    folder (every checksum re-read), and otherwise computes into a temp folder published
    atomically. Correctness never depends on Prefect.
 2. Prefect's result cache only saves the task body from running at all. :func:`stage_cache_key`
-   returns ``<stage>-<artifact key>-<h>`` with ``h`` a hash of the store root and
-   :meth:`ArtifactStore.fingerprint` (manifest bytes + each file's size and mtime), or ``None``
-   (no Prefect caching for this run) when the folder is absent or visibly broken.
+   returns ``<stage>-<artifact key>-<h>`` with ``h`` a hash of the store URL and the store's
+   ``fingerprint`` (local: manifest bytes + each file's size and mtime; remote: the remote
+   manifest's bytes), or ``None`` (no Prefect caching for this run) when the artifact is absent or
+   visibly broken.
 
 So: first run: no folder -> key None -> body computes. Second run: folder present -> new Prefect
 key -> body runs once more, finds the artifact (no compute) and its ref is cached under that key.
@@ -31,9 +32,15 @@ checksums and recomputes. Only ``config`` and ``inputs`` enter the key: other ta
 stage name as ``stage_task`` (the cache key looks for ``<root>/<task name>/<key>``; a mismatch is
 safe but never hits Prefect's cache).
 
+Remote stores: ``store_root`` may be any fsspec URL (:func:`tasks.remote_store.open_store`); a
+task on another machine then finds the artifacts of an earlier run and downloads them into its
+local mirror. A ref's ``path`` is a folder on the machine that ran the task: downstream code should
+reopen artifacts by key (``open_store(store_root).open(stage, ref["key"]).path``).
+
 Results: refs are persisted as JSON to Prefect's result storage, ``PREFECT_LOCAL_STORAGE_PATH``
-unless a task is given ``result_storage`` (e.g. ``task.with_options(result_storage=
-results_folder(store_root))`` to keep them beside the artifacts).
+unless a task is given ``result_storage``; :func:`results_folder` names a folder beside the
+artifacts (Prefect reads a ``str`` as a block slug: pass ``Path(results_folder(root))`` for a local
+root, a saved ``RemoteFileSystem(basepath=results_folder(url))`` block for a remote one).
 
 Retries: only transient I/O failures (``OSError`` such as ``TimeoutError``/``ConnectionError``,
 but not a missing file or a permission error) are retried; bad inputs (``ValueError``) and
@@ -56,7 +63,8 @@ from prefect import task
 from prefect.exceptions import MissingContextError
 from prefect.logging import get_run_logger
 
-from tasks.catalog import ArtifactStore, META_NAME, validate_name, artifact_key
+from tasks.catalog import META_NAME, ArtifactStore, artifact_key, validate_name
+from tasks.remote_store import RemoteArtifactStore, open_store
 
 logger = logging.getLogger(__name__)
 
@@ -79,9 +87,13 @@ def run_logger() -> logging.Logger | logging.LoggerAdapter:
         return logger
 
 
-def results_folder(store_root: str) -> Path:
-    """``<artifact root>/.prefect-results``: a result_storage that lives and dies with the artifacts."""
-    return ArtifactStore(store_root).root / RESULTS_DIRNAME
+def results_folder(store_root: str) -> str:
+    """``<artifact root>/.prefect-results`` (a local path, or ``<url>/.prefect-results`` for a remote
+    store): a place for Prefect results that lives and dies with the artifacts."""
+    store = open_store(store_root)
+    if isinstance(store, RemoteArtifactStore):
+        return f"{store.url}/{RESULTS_DIRNAME}"
+    return str(store.root / RESULTS_DIRNAME)
 
 
 def is_transient_error(exc: BaseException) -> bool:
@@ -111,7 +123,7 @@ def stage_cache_key(context: Any, parameters: dict[str, Any]) -> str | None:
     if missing:
         raise ValueError(f"stage_cache_key: task parameters lack {missing}; see stage_task")
     stage = context.task.name
-    store = ArtifactStore(parameters["store_root"])
+    store = open_store(parameters["store_root"])
     key = artifact_key(stage, parameters["config"], parameters["inputs"])
     fingerprint = store.fingerprint(stage, key)
     if fingerprint is None:
@@ -174,7 +186,7 @@ def stage_task(
 
 
 def run_stage(
-    store: ArtifactStore,
+    store: ArtifactStore | RemoteArtifactStore,
     stage: str,
     config: Any,
     inputs: Mapping[str, str],

@@ -2,8 +2,10 @@
 :mod:`stego_core.stages` function. No maths here.
 
 Every task takes ``config`` (the stage's view of the experiment, see :mod:`tasks.views`), ``inputs``
-(artifact keys of the stages it reads) and ``store_root``, and returns an artifact ref
-``{"stage", "key", "path", "cached"}``.
+(artifact keys of the stages it reads) and ``store_root`` (a local path or any fsspec URL, see
+:func:`tasks.remote_store.open_store`), and returns an artifact ref ``{"stage", "key", "path",
+"cached"}``. Inputs are reopened by key, so a task on another machine downloads them once into its
+local mirror.
 """
 from __future__ import annotations
 
@@ -12,24 +14,25 @@ from pathlib import Path
 from stego_core import stages as core
 from tasks.catalog import ArtifactStore
 from tasks.prefect_stage import run_logger, run_stage, stage_task
+from tasks.remote_store import RemoteArtifactStore, open_store
 from tasks.views import config_from_view
 
 
-def _path(store: ArtifactStore, stage: str, inputs: dict[str, str], name: str) -> Path | None:
+def _path(store: ArtifactStore | RemoteArtifactStore, stage: str, inputs: dict[str, str], name: str) -> Path | None:
     key = inputs.get(name)
     return store.open(stage, key).path if key else None
 
 
 @stage_task("crop")
 def crop_task(config: dict, inputs: dict[str, str], store_root: str) -> dict:
-    store = ArtifactStore(store_root)
+    store = open_store(store_root)
     cfg, _ = config_from_view(config)
     return run_stage(store, "crop", config, inputs, lambda out: core.crop_stage(cfg, out))
 
 
 @stage_task("embed")
 def embed_task(config: dict, inputs: dict[str, str], store_root: str) -> dict:
-    store = ArtifactStore(store_root)
+    store = open_store(store_root)
     cfg, args = config_from_view(config)
     crop = _path(store, "crop", inputs, "crop")
     return run_stage(store, "embed", config, inputs, lambda out: core.embed_stage(cfg, args["role"], out, crop))
@@ -37,7 +40,7 @@ def embed_task(config: dict, inputs: dict[str, str], store_root: str) -> dict:
 
 @stage_task("knn")
 def knn_task(config: dict, inputs: dict[str, str], store_root: str) -> dict:
-    store = ArtifactStore(store_root)
+    store = open_store(store_root)
     cfg, _ = config_from_view(config)
     embed = _path(store, "embed", inputs, "embed")
     return run_stage(store, "knn", config, inputs, lambda out: core.knn_stage(cfg, embed, out))
@@ -45,7 +48,7 @@ def knn_task(config: dict, inputs: dict[str, str], store_root: str) -> dict:
 
 @stage_task("train_head")
 def train_head_task(config: dict, inputs: dict[str, str], store_root: str) -> dict:
-    store = ArtifactStore(store_root)
+    store = open_store(store_root)
     cfg, _ = config_from_view(config)
     every = max(cfg.train.steps // 20, cfg.train.log_every)
 
@@ -60,7 +63,7 @@ def train_head_task(config: dict, inputs: dict[str, str], store_root: str) -> di
 
 @stage_task("cluster")
 def cluster_task(config: dict, inputs: dict[str, str], store_root: str) -> dict:
-    store = ArtifactStore(store_root)
+    store = open_store(store_root)
     cfg, args = config_from_view(config)
     embed, head = _path(store, "embed", inputs, "embed"), _path(store, "train_head", inputs, "head")
     return run_stage(store, "cluster", config, inputs,
@@ -69,7 +72,7 @@ def cluster_task(config: dict, inputs: dict[str, str], store_root: str) -> dict:
 
 @stage_task("linear_probe")
 def linear_probe_task(config: dict, inputs: dict[str, str], store_root: str) -> dict:
-    store = ArtifactStore(store_root)
+    store = open_store(store_root)
     cfg, args = config_from_view(config)
     embed, head = _path(store, "embed", inputs, "embed"), _path(store, "train_head", inputs, "head")
     return run_stage(store, "linear_probe", config, inputs,
@@ -78,7 +81,7 @@ def linear_probe_task(config: dict, inputs: dict[str, str], store_root: str) -> 
 
 @stage_task("predict")
 def predict_task(config: dict, inputs: dict[str, str], store_root: str) -> dict:
-    store = ArtifactStore(store_root)
+    store = open_store(store_root)
     cfg, args = config_from_view(config)
     embed, head = _path(store, "embed", inputs, "embed"), _path(store, "train_head", inputs, "head")
     readout = _path(store, args["readout_stage"], inputs, "readout")
@@ -89,7 +92,7 @@ def predict_task(config: dict, inputs: dict[str, str], store_root: str) -> dict:
 @stage_task("evaluate")
 def evaluate_task(config: dict, inputs: dict[str, str], store_root: str) -> dict:
     """``inputs``: ``embed`` (evaluation labels) and one ``predict`` key per method name."""
-    store = ArtifactStore(store_root)
+    store = open_store(store_root)
     _, args = config_from_view(config)
     embed = _path(store, "embed", inputs, "embed")
     methods = {name: store.open("predict", key).path for name, key in inputs.items() if name != "embed"}

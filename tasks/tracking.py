@@ -252,6 +252,20 @@ class RunTracker:
                 save_png(fig, folder / "figures" / f"{name}.png")
             self.client.log_artifacts(self.run_id, str(folder))
 
+    def log_sweep(self, summary: Mapping[str, Any]) -> None:
+        """A sweep's parent run: ``<child label>.<method>.{accuracy,mIoU}`` per finished child, the
+        ``sweep.json`` summary, and tags ``sweep.completed`` / ``sweep.failed`` (counts)."""
+        now = int(time.time() * 1000)
+        from mlflow.entities import Metric
+
+        metrics = [Metric(metric_key(child["label"], method, name), float(m[name]), now, 0)
+                   for child in summary["children"] for method, m in (child.get("metrics") or {}).items()
+                   for name in ("accuracy", "mIoU") if m.get(name) is not None]
+        states = [child["state"] for child in summary["children"]]
+        self.log_batch(metrics, tags={"sweep.completed": states.count("Completed"),
+                                      "sweep.failed": len(states) - states.count("Completed")})
+        self.client.log_text(self.run_id, json.dumps(summary, indent=1), "sweep.json")
+
     # -- ending
     def __enter__(self) -> RunTracker:
         return self
@@ -288,6 +302,7 @@ class NullTracker:
     def log_training(self, *args: Any, **kwargs: Any) -> None: ...
     def log_probes(self, *args: Any, **kwargs: Any) -> None: ...
     def log_result(self, *args: Any, **kwargs: Any) -> None: ...
+    def log_sweep(self, *args: Any, **kwargs: Any) -> None: ...
 
     def __enter__(self) -> NullTracker:
         return self

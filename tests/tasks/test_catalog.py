@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -124,7 +125,7 @@ def test_root_accepts_paths_and_file_urls_only(tmp_path: Path, monkeypatch: pyte
     monkeypatch.chdir(tmp_path)
     assert ArtifactStore("rel").root == tmp_path.resolve() / "rel"
     assert ArtifactStore(tmp_path).url == tmp_path.resolve().as_uri()
-    with pytest.raises(NotImplementedError, match="protocol 's3', which is not supported yet"):
+    with pytest.raises(ValueError, match="protocol 's3', but ArtifactStore is local-only.*open_store"):
         ArtifactStore("s3://bucket/artifacts")
     with pytest.raises(ValueError, match="names a host"):
         ArtifactStore("file://server/share")
@@ -208,6 +209,26 @@ def test_damaged_artifact_is_never_used(store: ArtifactStore, caplog, damage, re
     _publish(store, "crop", "k1", {"a.bin": b"\x02" * 4000, "sub/b.txt": b"hello"})
     assert (store.open("crop", "k1").path / "a.bin").read_bytes() == b"\x02" * 4000
     assert _leftovers(store, "crop") == []
+
+
+def test_receive_publishes_a_verified_copy_only(store: ArtifactStore, tmp_path: Path) -> None:
+    source = ArtifactStore(tmp_path / "elsewhere")
+    original = _publish(source, "crop", "k1", {"a.bin": b"\x01" * 300, "sub/b.txt": b"hello"})
+
+    def copy(damage: bool):
+        def fill(folder: Path) -> None:
+            shutil.copytree(original, folder, dirs_exist_ok=True)
+            if damage:
+                (folder / "a.bin").write_bytes(b"\x01" * 299)
+        return fill
+
+    with pytest.raises(ValueError, match="copy of artifact crop/k1 is invalid .*'a.bin' has 299 bytes"):
+        store.receive("crop", "k1", copy(damage=True))
+    assert store.get("crop", "k1") is None and _leftovers(store, "crop") == []
+    received = store.receive("crop", "k1", copy(damage=False))
+    assert received.path == store.location("crop", "k1") and _leftovers(store, "crop") == []
+    assert received.manifest == store.open("crop", "k1").manifest == source.open("crop", "k1").manifest
+    assert (received.path / "sub" / "b.txt").read_bytes() == b"hello"
 
 
 def test_open_missing_artifact_says_what_to_run(store: ArtifactStore) -> None:

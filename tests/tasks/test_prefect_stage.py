@@ -8,9 +8,11 @@ its stage name to a log file passed as an extra task parameter (not part of the 
 from __future__ import annotations
 
 import shutil
+import uuid
 from pathlib import Path
 from types import SimpleNamespace
 
+import fsspec.core
 import pytest
 from prefect import flow
 from pydantic import BaseModel
@@ -24,6 +26,7 @@ from tasks.prefect_stage import (
     stage_cache_key,
     stage_task,
 )
+from tasks.remote_store import RemoteArtifactStore, open_store
 
 
 class Scale(BaseModel):
@@ -52,12 +55,12 @@ def toy_source(config: dict, inputs: dict[str, str], store_root: str, log_path: 
         (folder / "values.txt").write_text(" ".join(str(i * config["scale"]) for i in range(4)))
         return {"n": 4}
 
-    return run_stage(ArtifactStore(store_root), "toy_source", config, inputs, compute)
+    return run_stage(open_store(store_root), "toy_source", config, inputs, compute)
 
 
 @stage_task("toy_sum", retries=0)
 def toy_sum(config: dict, inputs: dict[str, str], store_root: str, log_path: str) -> dict:
-    store = ArtifactStore(store_root)
+    store = open_store(store_root)
 
     def compute(folder: Path) -> None:
         _append(log_path, "toy_sum")
@@ -230,15 +233,42 @@ def test_chained_stages_cache_and_recompute(prefect_harness: Path, tmp_path: Pat
 
 def test_results_can_live_beside_the_artifacts(prefect_harness: Path, tmp_path: Path) -> None:
     root, log = str(tmp_path / "artifacts"), str(tmp_path / "computed.log")
-    local = toy_source.with_options(result_storage=results_folder(root))
+    assert results_folder(root) == str(Path(root).resolve() / ".prefect-results")
+    local = toy_source.with_options(result_storage=Path(results_folder(root)))
 
     @flow
     def once() -> str:
         return local({"scale": 3}, {}, root, log, return_state=True).name
 
     assert [once(), once(), once()] == ["Completed", "Completed", "Cached"]
-    records = [p.name for p in results_folder(root).iterdir()]
+    records = [p.name for p in Path(results_folder(root)).iterdir()]
     assert len(records) == 1 and records[0].startswith("toy_source-")
+
+
+def test_chained_stages_on_a_remote_store(prefect_harness: Path, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A memory:// store_root; a second STEGO_HOME (an empty mirror) plays the other machine."""
+    root, log = f"memory://stego-{uuid.uuid4().hex}", tmp_path / "computed.log"
+    monkeypatch.setenv("STEGO_HOME", str(tmp_path / "machine-a"))
+    first = toy_pipeline({"scale": 2}, {"offset": 1}, root, str(log))
+    assert _counts(log) == {"toy_source": 1, "toy_sum": 1} and not first["sum"]["cached"]
+    assert first["states"] == ("Completed", "Completed")
+    assert Path(first["sum"]["path"]).is_relative_to(tmp_path / "machine-a")
+
+    monkeypatch.setenv("STEGO_HOME", str(tmp_path / "machine-b"))
+    second = toy_pipeline({"scale": 2}, {"offset": 1}, root, str(log))
+    assert _counts(log) == {"toy_source": 1, "toy_sum": 1}  # downloaded, not recomputed
+    assert second["source"]["cached"] and second["sum"]["cached"]
+    assert Path(second["sum"]["path"]).is_relative_to(tmp_path / "machine-b")
+    assert Path(second["sum"]["path"], "sum.txt").read_text() == "13"
+    assert toy_pipeline({"scale": 2}, {"offset": 1}, root, str(log))["states"] == ("Cached", "Cached")
+
+    fs, folder = fsspec.core.url_to_fs(f"{root}/toy_sum")  # deleting the remote copy: the body runs again
+    fs.rm(folder, recursive=True)
+    fourth = toy_pipeline({"scale": 2}, {"offset": 1}, root, str(log))
+    assert fourth["states"] == ("Cached", "Completed") and fourth["sum"]["cached"]  # healed from the mirror
+    assert _counts(log) == {"toy_source": 1, "toy_sum": 1}
+    assert RemoteArtifactStore(root).fingerprint("toy_sum", fourth["sum"]["key"]) is not None
 
 
 def test_transient_error_is_retried(prefect_harness: Path, tmp_path: Path) -> None:

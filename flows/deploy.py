@@ -1,0 +1,172 @@
+"""Register the deployments, start workers, trigger runs: the server side of ``stego deploy``,
+``stego worker`` and ``stego sweep``.
+
+Everything here talks to the Prefect server named by ``PREFECT_API_URL`` (or the active profile).
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PROJECT_DIR = Path(__file__).resolve().parents[1]
+PREFECT_FILE = PROJECT_DIR / "deployments" / "prefect.yaml"
+RESULTS_BLOCK = "stego-results"
+
+
+def prefect_bin() -> str:
+    """The ``prefect`` executable of this interpreter's environment."""
+    return str(Path(sys.executable).with_name("prefect"))
+
+
+def api_url() -> str:
+    """The configured server's API URL; a clear error when there is none (deployments need one)."""
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value()
+    if not url:
+        raise ValueError("no Prefect server is configured: start one (`prefect server start`, or the compose file in "
+                         "docker/) and set PREFECT_API_URL, e.g. export PREFECT_API_URL=http://127.0.0.1:4200/api")
+    return url
+
+
+def check_server() -> str:
+    """``api_url()`` after a health check, so a wrong URL fails here and not inside ``prefect deploy``."""
+    from prefect.client.orchestration import get_client
+
+    url = api_url()
+    with get_client(sync_client=True) as client:
+        try:
+            failed = client.api_healthcheck()
+        except Exception as exc:  # connection refused, DNS, TLS...
+            failed = exc
+    if failed is not None:
+        raise ConnectionError(f"the Prefect server at {url} does not answer ({failed}); is it running?")
+    return url
+
+
+def read_deployments(prefect_file: Path = PREFECT_FILE) -> list[dict[str, Any]]:
+    """The ``deployments:`` entries of a prefect.yaml."""
+    try:
+        data = yaml.safe_load(Path(prefect_file).read_text()) or {}
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{prefect_file} does not exist; pass --prefect-file PATH") from None
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{prefect_file} is not valid YAML: {exc}") from None
+    entries = data.get("deployments") if isinstance(data, dict) else None
+    if not isinstance(entries, list) or not entries:
+        raise ValueError(f"{prefect_file} declares no deployments (expected a `deployments:` list)")
+    return entries
+
+
+def ensure_work_pools(names: list[str]) -> list[str]:
+    """Create each named work pool as a process pool when missing; returns the ones created."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectNotFound
+
+    created = []
+    with get_client(sync_client=True) as client:
+        for name in dict.fromkeys(names):
+            try:
+                client.read_work_pool(name)
+            except ObjectNotFound:
+                client.create_work_pool(WorkPoolCreate(name=name, type="process"))
+                created.append(name)
+    return created
+
+
+def set_result_storage(url: str) -> str:
+    """Save ``url`` (a path or any fsspec URL) as the ``stego-results`` storage block and make it the
+    server's default result storage, so every worker persists flow and task results there (a sweep
+    then reads its children's results wherever they ran). Returns the block's slug."""
+    from prefect.client.orchestration import get_client
+    from prefect.filesystems import LocalFileSystem, RemoteFileSystem
+
+    if "://" in url and not url.startswith("file://"):
+        block = RemoteFileSystem(basepath=url.rstrip("/"))
+    else:
+        path = Path(url.removeprefix("file://")).expanduser().resolve()
+        path.mkdir(parents=True, exist_ok=True)
+        block = LocalFileSystem(basepath=str(path))
+    block_id = block.save(RESULTS_BLOCK, overwrite=True)
+    with get_client(sync_client=True) as client:
+        client.update_server_default_result_storage(block_id)
+    return f"{block.get_block_type_slug()}/{RESULTS_BLOCK}"
+
+
+def register(prefect_file: Path = PREFECT_FILE, names: list[str] | None = None, project_dir: Path = PROJECT_DIR,
+             result_storage: str | None = None) -> list[str]:
+    """Create the work pools, optionally set the result storage, and run ``prefect deploy`` for all
+    (or the named) deployments of ``prefect_file`` from ``project_dir``, where workers will load
+    the flows from. Returns the registered deployment names ``<flow>/<deployment>``.
+
+    Raises:
+        ValueError / ConnectionError: no server, a bad file, an unknown deployment name.
+        RuntimeError: ``prefect deploy`` failed (its output is in the message).
+    """
+    check_server()
+    entries = read_deployments(prefect_file)
+    known = [e["name"] for e in entries]
+    unknown = sorted(set(names or []) - set(known))
+    if unknown:
+        raise ValueError(f"unknown deployment(s) {unknown}; {prefect_file} declares {known}")
+    chosen = [e for e in entries if not names or e["name"] in names]
+    ensure_work_pools([e["work_pool"]["name"] for e in chosen if e.get("work_pool")])
+    if result_storage:
+        set_result_storage(result_storage)
+    args = [prefect_bin(), "--no-prompt", "deploy", "--prefect-file", str(Path(prefect_file).resolve())]
+    args += ["--all"] if not names else [f"--name={n}" for n in names]
+    done = subprocess.run(args, cwd=project_dir, capture_output=True, text=True, env={**os.environ, "PREFECT_CLI_WRAP_LINES": "false"})
+    if done.returncode != 0:
+        raise RuntimeError(f"`prefect deploy` failed (exit {done.returncode}):\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}")
+    return registered_names(chosen, project_dir)
+
+
+def registered_names(entries: list[dict[str, Any]], project_dir: Path) -> list[str]:
+    """``<flow name>/<deployment name>`` of each entry (the flow name read from its entrypoint)."""
+    from prefect.flows import load_flow_from_entrypoint
+
+    out = []
+    for entry in entries:
+        path, func = entry["entrypoint"].rsplit(":", 1)
+        flow = load_flow_from_entrypoint(f"{Path(project_dir) / path}:{func}")
+        out.append(f"{flow.name}/{entry['name']}")
+    return out
+
+
+def worker_command(pool: str, *, limit: int | None = 1, name: str | None = None) -> list[str]:
+    """``prefect worker start`` for a process worker on ``pool`` (created if missing)."""
+    args = [prefect_bin(), "worker", "start", "--pool", pool, "--type", "process"]
+    if limit is not None:
+        args += ["--limit", str(limit)]
+    if name:
+        args += ["--name", name]
+    return args
+
+
+def worker_env(gpu: str | None = None, base: dict[str, str] | None = None) -> dict[str, str]:
+    """The worker's environment (inherited by every flow run it starts); ``gpu`` pins the device
+    with ``CUDA_VISIBLE_DEVICES`` (so ``cuda`` in a flow means that GPU)."""
+    env = dict(os.environ if base is None else base)
+    env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    if gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = str(gpu)
+    return env
+
+
+def trigger(deployment: str, parameters: dict[str, Any], *, wait: bool = False, timeout_s: float | None = None) -> Any:
+    """Create a flow run of ``deployment`` (what the UI's Run button does) and return it; with
+    ``wait``, poll until it is final."""
+    from prefect.deployments import run_deployment
+    from prefect.exceptions import ObjectNotFound
+
+    check_server()
+    try:
+        return run_deployment(deployment, parameters=parameters, timeout=(timeout_s if wait else 0), as_subflow=False)
+    except ObjectNotFound:
+        raise ValueError(f"deployment {deployment!r} is not on the server at {api_url()}; run `stego deploy`") from None

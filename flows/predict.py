@@ -1,0 +1,42 @@
+"""The ``stego_predict`` flow: segment a folder of new images with a finished run."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from prefect import flow
+
+from stego_core.home import stego_home
+from stego_core.inference import predict_images
+from tasks.tracking import download_run, parse_run_ref, resolve_tracking_uri
+
+
+def resolve_run_dir(run: str, tracking_uri: str | None = None) -> Path:
+    """A run folder (``stego run --output``) as is, or an MLflow run id / ``runs:/<id>`` fetched
+    into ``$STEGO_HOME/mlflow-runs/<id>``."""
+    run_dir = Path(run)
+    if run_dir.exists():
+        return run_dir
+    run_id = parse_run_ref(run)
+    if run_id is None:
+        raise FileNotFoundError(f"run {run!r} is neither a run folder nor an MLflow run id (runs:/<id>); "
+                                "pass the --output folder of `stego run` or an id from `stego compare`")
+    return download_run(run_id, tracking_uri=resolve_tracking_uri(tracking_uri, stego_home()),
+                        cache_root=stego_home() / "mlflow-runs")
+
+
+@flow(name="stego_predict", log_prints=True)
+def stego_predict(run: str, images: str, out: str, crf: bool = False, device: str = "auto",
+                  tracking_uri: Optional[str] = None) -> dict:
+    """Cluster-id PNGs and overlays for every image in a folder.
+
+    Args:
+        run: a run folder written by `stego run --output`, or an MLflow run id / runs:/<id>.
+        images: folder of images to segment (on the worker's filesystem).
+        out: output folder (on the worker's filesystem).
+        crf: refine the clusters with the dense CRF.
+        device: auto | cpu | cuda | cuda:N.
+        tracking_uri: MLflow store holding the run; default $MLFLOW_TRACKING_URI, else $STEGO_HOME/mlflow.db.
+    """
+    written = predict_images(resolve_run_dir(run, tracking_uri), images, out, use_crf=crf, device=device)
+    return {"out": str(out), "count": len(written)}

@@ -1,0 +1,186 @@
+"""End to end on real services: a Prefect server and two process workers on 127.0.0.1, the
+deployments registered from deployments/prefect.yaml by `stego deploy`, and a backbone sweep
+triggered through the API the way the UI's Run button does (tiny CamVid subset, random weights).
+"""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from stego_core.presets import build_config
+from tests_helpers import TINY
+
+pytestmark = pytest.mark.slow
+
+STEGO = str(Path(sys.executable).with_name("stego"))
+PREFECT = str(Path(sys.executable).with_name("prefect"))
+BACKBONES = ["dino_vits8", "resnet50"]
+SWEEP_TIMEOUT_S = 900
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout_s: float = 180) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"prefect server exited {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=5) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(1)
+    raise TimeoutError(f"prefect server not healthy after {timeout_s} s:\n{log.read_text()[-3000:]}")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory, camvid_root: Path) -> Iterator[dict]:
+    """Server + `stego deploy` + a cpu worker (sweep parents) + a gpu-pool worker (children, limit 1)."""
+    base = tmp_path_factory.mktemp("cluster")
+    url = f"http://127.0.0.1:{free_port()}/api"
+    env = {**os.environ, "PREFECT_HOME": str(base / "prefect"), "PREFECT_API_URL": url,
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_WORKER_QUERY_SECONDS": "2",
+           "PREFECT_LOGGING_TO_API_BATCH_INTERVAL": "1", "STEGO_HOME": str(base / "stego"),
+           "STEGO_DATA_ROOT": str(camvid_root), "MLFLOW_TRACKING_URI": f"sqlite:///{base / 'mlflow.db'}"}
+    env.pop("PREFECT_LOCAL_STORAGE_PATH", None)
+    logs = base / "logs"
+    logs.mkdir()
+    procs: list[subprocess.Popen] = []
+    try:
+        server_log = logs / "server.log"
+        port = url.rsplit(":", 1)[1].split("/")[0]
+        procs.append(subprocess.Popen([PREFECT, "server", "start", "--host", "127.0.0.1", "--port", port], env=env,
+                                      stdout=server_log.open("w"), stderr=subprocess.STDOUT))
+        wait_healthy(url, procs[0], server_log)
+        deployed = subprocess.run([STEGO, "deploy", "--result-storage", str(base / "results")], env=env,
+                                  capture_output=True, text=True, timeout=300)
+        assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+        for pool, limit in (("cpu", 2), ("gpu", 1)):
+            log = logs / f"worker-{pool}.log"
+            procs.append(subprocess.Popen([STEGO, "worker", "--pool", pool, "--limit", str(limit), "--name", f"{pool}-test"],
+                                          env=env, stdout=log.open("w"), stderr=subprocess.STDOUT))
+        yield {"env": env, "url": url, "logs": logs, "deploy_output": deployed.stdout, "tracking_uri": env["MLFLOW_TRACKING_URI"]}
+    finally:
+        for proc in reversed(procs):
+            stop(proc)
+
+
+@pytest.fixture
+def client(cluster: dict):
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: cluster["url"]}), get_client(sync_client=True) as c:
+        yield c
+
+
+def logs_tail(cluster: dict) -> str:
+    return "\n".join(f"--- {p.name}\n{p.read_text()[-2500:]}" for p in sorted(cluster["logs"].glob("*.log")))
+
+
+def run_sweep_via_api(client, cluster: dict) -> object:
+    """POST /deployments/{id}/create_flow_run (the UI's Run button), then wait until final."""
+    config = build_config(overrides=TINY + ["embed.pretrained=false", "embed.eval_resolution=160", "name=sweep-e2e"])
+    deployment = client.read_deployment_by_name("backbone_sweep/backbone-sweep")
+    run = client.create_flow_run_from_deployment(deployment.id, parameters={
+        "config": config.model_dump(mode="json"), "backbones": BACKBONES, "tracking_uri": cluster["tracking_uri"]})
+    deadline = time.monotonic() + SWEEP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        run = client.read_flow_run(run.id)
+        if run.state is not None and run.state.is_final():
+            return run
+        time.sleep(2)
+    raise AssertionError(f"sweep not final after {SWEEP_TIMEOUT_S} s\n{logs_tail(cluster)}")
+
+
+def children_of(client, parent_id) -> list:
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+
+    return client.read_flow_runs(flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[parent_id])))
+
+
+def test_deploy_registers_every_deployment_with_its_pool(cluster: dict, client) -> None:
+    for name in ("stego_pipeline/stego-pipeline", "backbone_sweep/backbone-sweep", "param_sweep/param-sweep",
+                 "stego_predict/stego-predict"):
+        assert f"deployed {name}" in cluster["deploy_output"]
+    pools = {d.name: d.work_pool_name for d in client.read_deployments()}
+    assert pools == {"stego-pipeline": "gpu", "backbone-sweep": "cpu", "param-sweep": "cpu", "stego-predict": "gpu"}
+    assert {p.name: p.type for p in client.read_work_pools()} == {"gpu": "process", "cpu": "process"}
+
+
+def test_parameter_schema_is_the_config_model_with_defaults_and_bounds(client) -> None:
+    schema = client.read_deployment_by_name("stego_pipeline/stego-pipeline").parameter_openapi_schema
+    assert schema["properties"]["config"]["$ref"] == "#/definitions/ExperimentConfig"
+    train = schema["definitions"]["TrainConfig"]["properties"]
+    assert train["lr"]["default"] == 5e-4 and train["lr"]["exclusiveMinimum"] == 0.0
+    assert train["dim"]["minimum"] == 1 and train["dim"]["maximum"] == 4096
+    assert train["dim"]["description"] == "code dimension"
+    loss = schema["definitions"]["LossConfig"]["properties"]
+    assert loss["shift_mode"]["enum"] == ["fixed", "calibrated"]
+    assert loss["b_self"]["minimum"] == -1.0 and loss["b_self"]["maximum"] == 1.0
+    assert schema["properties"]["artifact_root"]["description"].startswith("the artifact cache")
+    sweep = client.read_deployment_by_name("backbone_sweep/backbone-sweep").parameter_openapi_schema
+    assert set(sweep["properties"]["backbones"]["items"]["enum"]) >= set(BACKBONES)
+
+
+def test_backbone_sweep_runs_children_on_the_gpu_worker_nested_in_prefect_and_mlflow(cluster: dict, client) -> None:
+    from mlflow import MlflowClient
+
+    parent = run_sweep_via_api(client, cluster)
+    assert parent.state.is_completed(), f"{parent.state.name}: {parent.state.message}\n{logs_tail(cluster)}"
+    assert parent.work_pool_name == "cpu"
+    summary = parent.state.result()  # read back from the result storage `stego deploy` set
+    assert [c["label"] for c in summary["children"]] == [f"embed.backbone={b}" for b in BACKBONES]
+
+    children = children_of(client, parent.id)
+    pipeline = client.read_deployment_by_name("stego_pipeline/stego-pipeline")
+    assert len(children) == 2
+    for child in children:
+        assert child.state.is_completed(), child.state.message
+        assert child.deployment_id == pipeline.id and child.work_pool_name == "gpu"
+        assert child.infrastructure_pid  # started by the worker as its own process
+    assert {str(c.id) for c in children} == {c["flow_run_id"] for c in summary["children"]}
+
+    mlflow = MlflowClient(tracking_uri=cluster["tracking_uri"])
+    experiment = mlflow.get_experiment_by_name("sweep-e2e")
+    runs = mlflow.search_runs([experiment.experiment_id])
+    parent_run = summary["mlflow_run_id"]
+    nested = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent_run]
+    assert len(nested) == 2 and all(r.info.status == "FINISHED" for r in nested)
+    assert sorted(r.data.tags["backbone"] for r in nested) == sorted(BACKBONES)
+    assert {r.data.tags["prefect.flow_run_id"] for r in nested} == {str(c.id) for c in children}
+    assert mlflow.get_run(parent_run).data.tags["sweep.completed"] == "2"
+    for child in summary["children"]:
+        assert 0.0 <= child["metrics"]["stego_cluster"]["mIoU"] <= 1.0
+        assert not all(child["cached"].values())  # the first sweep computed
+
+    again = run_sweep_via_api(client, cluster)
+    assert again.state.is_completed(), f"{again.state.name}: {again.state.message}\n{logs_tail(cluster)}"
+    second = again.state.result()
+    for child in second["children"]:
+        assert child["cached"] and all(child["cached"].values()), child["cached"]
+    firsts = {c["label"]: c["metrics"] for c in summary["children"]}
+    assert {c["label"]: c["metrics"] for c in second["children"]} == firsts
