@@ -171,6 +171,29 @@ def ui(
 
 
 @app.command()
+def server(
+    port: int = typer.Option(4200, help="port"),
+    host: str = typer.Option("127.0.0.1", help="address to bind (127.0.0.1: this machine only; 0.0.0.0 exposes it)"),
+) -> None:
+    """Start a Prefect server (API + UI) with its SQLite database under $PREFECT_HOME; Ctrl-C stops it."""
+    from flows.deploy import start_server, stop_process
+    from stego_core.home import stego_home
+
+    log = stego_home() / "prefect-server.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        proc = start_server(port, env=dict(os.environ), log=log, host=host)
+    except (RuntimeError, TimeoutError) as exc:
+        fail(exc)
+    typer.echo(f"Prefect server and UI at http://{host}:{port} (log: {log})\n"
+               f"in other shells: export PREFECT_API_URL=http://{host}:{port}/api; stego deploy; stego worker --pool gpu")
+    try:
+        raise typer.Exit(proc.wait())
+    except KeyboardInterrupt:
+        stop_process(proc)
+
+
+@app.command()
 def deploy(
     prefect_file: Path = typer.Option(None, help="deployments file (default: deployments/prefect.yaml of this project)"),
     name: List[str] = typer.Option([], "--name", help="only this deployment (repeatable; default: all)"),

@@ -170,3 +170,51 @@ def trigger(deployment: str, parameters: dict[str, Any], *, wait: bool = False, 
         return run_deployment(deployment, parameters=parameters, timeout=(timeout_s if wait else 0), as_subflow=False)
     except ObjectNotFound:
         raise ValueError(f"deployment {deployment!r} is not on the server at {api_url()}; run `stego deploy`") from None
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on right now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def start_server(port: int, *, env: dict[str, str], log: Path, host: str = "127.0.0.1",
+                 timeout_s: float = 180) -> subprocess.Popen:
+    """``prefect server start`` on ``host:port`` (127.0.0.1 unless told otherwise), its UI pointed at
+    that address; returns once ``/api/health`` answers.
+
+    Raises:
+        RuntimeError: the server exited (its log tail is in the message).
+        TimeoutError: not healthy within ``timeout_s``.
+    """
+    import time
+    import urllib.request
+
+    url = f"http://{host}:{port}/api"
+    env = {**env, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_UI_API_URL": url}
+    proc = subprocess.Popen([prefect_bin(), "server", "start", "--host", host, "--port", str(port)], env=env,
+                            stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"prefect server exited {proc.returncode}:\n{Path(log).read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=5):
+                return proc
+        except OSError:
+            time.sleep(1)
+    proc.terminate()
+    raise TimeoutError(f"prefect server on {url} not healthy after {timeout_s} s:\n{Path(log).read_text()[-3000:]}")
+
+
+def stop_process(proc: subprocess.Popen, timeout_s: float = 30) -> None:
+    """Terminate, then kill if it does not exit in ``timeout_s``."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

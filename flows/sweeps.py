@@ -176,6 +176,20 @@ def finished_outcome(run: Any) -> dict[str, Any]:
                 "result storage: `stego deploy --result-storage URL`"}
 
 
+def backbone_point(base: ExperimentConfig, backbone: str) -> dict[str, Any]:
+    """``{"embed.backbone": backbone}``, plus the resolutions rounded down to the backbone's patch
+    size where the base's are not multiples of it (322 for a /14 model is 320 for a /8 one)."""
+    point: dict[str, Any] = {"embed.backbone": backbone}
+    if backbone not in BACKBONES:
+        return point  # sweep_children reports the unknown name
+    patch = BACKBONES[backbone].patch_size
+    for field_name in ("train_resolution", "eval_resolution"):
+        value = getattr(base.embed, field_name)
+        if value % patch:
+            point[f"embed.{field_name}"] = max(patch, value - value % patch)
+    return point
+
+
 @flow(name="backbone_sweep", log_prints=True)
 def backbone_sweep(config: ExperimentConfig = ExperimentConfig(),
                    backbones: list[BackboneName] = SWEEP_BACKBONES,  # type: ignore[valid-type]
@@ -186,7 +200,8 @@ def backbone_sweep(config: ExperimentConfig = ExperimentConfig(),
 
     Args:
         config: the experiment every child starts from; each child sets `embed.backbone`.
-        backbones: registered backbone names (see `stego backbones`), one child each.
+        backbones: registered backbone names (see `stego backbones`), one child each; resolutions
+            that are not a multiple of a backbone's patch size are rounded down for that child.
         deployment: the pipeline deployment the children run as (one flow run each, on its work pool);
             empty to run them in this process, one after another.
         artifact_root: the shared artifact cache: a path or an fsspec URL (s3://bucket/prefix);
@@ -197,7 +212,7 @@ def backbone_sweep(config: ExperimentConfig = ExperimentConfig(),
         check_inputs: each child checks the config and every image/label before computing.
         timeout_minutes: give up waiting for the children after this long (they keep running).
     """
-    return run_sweep("backbone_sweep", config, [{"embed.backbone": b} for b in backbones], deployment=deployment or None,
+    return run_sweep("backbone_sweep", config, [backbone_point(config, b) for b in backbones], deployment=deployment or None,
                      artifact_root=artifact_root, tracking=tracking, tracking_uri=tracking_uri, experiment=experiment,
                      check_inputs=check_inputs, timeout_minutes=timeout_minutes)
 

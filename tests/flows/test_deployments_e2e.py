@@ -5,7 +5,6 @@ triggered through the API the way the UI's Run button does (tiny CamVid subset, 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -14,53 +13,23 @@ from pathlib import Path
 
 import pytest
 
+from flows.deploy import free_port, start_server, stop_process
 from stego_core.presets import build_config
 from tests_helpers import TINY
 
 pytestmark = pytest.mark.slow
 
 STEGO = str(Path(sys.executable).with_name("stego"))
-PREFECT = str(Path(sys.executable).with_name("prefect"))
 BACKBONES = ["dino_vits8", "resnet50"]
 SWEEP_TIMEOUT_S = 900
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout_s: float = 180) -> None:
-    import urllib.request
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"prefect server exited {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=5) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(1)
-    raise TimeoutError(f"prefect server not healthy after {timeout_s} s:\n{log.read_text()[-3000:]}")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory, camvid_root: Path) -> Iterator[dict]:
     """Server + `stego deploy` + a cpu worker (sweep parents) + a gpu-pool worker (children, limit 1)."""
     base = tmp_path_factory.mktemp("cluster")
-    url = f"http://127.0.0.1:{free_port()}/api"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/api"
     env = {**os.environ, "PREFECT_HOME": str(base / "prefect"), "PREFECT_API_URL": url,
            "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_WORKER_QUERY_SECONDS": "2",
            "PREFECT_LOGGING_TO_API_BATCH_INTERVAL": "1", "STEGO_HOME": str(base / "stego"),
@@ -70,11 +39,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, camvid_root: Path) -> Iter
     logs.mkdir()
     procs: list[subprocess.Popen] = []
     try:
-        server_log = logs / "server.log"
-        port = url.rsplit(":", 1)[1].split("/")[0]
-        procs.append(subprocess.Popen([PREFECT, "server", "start", "--host", "127.0.0.1", "--port", port], env=env,
-                                      stdout=server_log.open("w"), stderr=subprocess.STDOUT))
-        wait_healthy(url, procs[0], server_log)
+        procs.append(start_server(port, env=env, log=logs / "server.log"))
         deployed = subprocess.run([STEGO, "deploy", "--result-storage", str(base / "results")], env=env,
                                   capture_output=True, text=True, timeout=300)
         assert deployed.returncode == 0, deployed.stdout + deployed.stderr
@@ -85,7 +50,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, camvid_root: Path) -> Iter
         yield {"env": env, "url": url, "logs": logs, "deploy_output": deployed.stdout, "tracking_uri": env["MLFLOW_TRACKING_URI"]}
     finally:
         for proc in reversed(procs):
-            stop(proc)
+            stop_process(proc)
 
 
 @pytest.fixture
