@@ -32,3 +32,11 @@ test-fast: install
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
+
+# The Docker files' lint (as in tests/test_docker_files.py; no Docker engine needed). docker-compose:
+# `apt-get install docker-compose` (or COMPOSE="docker compose" with the Compose v2 plugin).
+COMPOSE ?= docker-compose
+.PHONY: lint-docker
+lint-docker: install
+	$(VENV)/bin/hadolint --failure-threshold warning docker/Dockerfile.gpu docker/Dockerfile.cpu
+	POSTGRES_PASSWORD=lint-only $(COMPOSE) -f docker/compose.yaml config -q
