@@ -231,7 +231,11 @@ def worker(
         fail(exc)
     worker_name = name or "-".join([pool, socket.gethostname()] + ([f"gpu{gpu}"] if gpu is not None else []))
     typer.echo(f"worker {worker_name} on pool {pool!r} (limit {limit}{', CUDA_VISIBLE_DEVICES=' + gpu if gpu is not None else ''})")
+    import signal
+
     proc = subprocess.Popen(worker_command(pool, limit=limit, name=worker_name), env=worker_env(gpu))
+    # `docker stop` / systemd send SIGTERM: pass it on so the worker shuts down cleanly, as on Ctrl-C.
+    signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
     try:
         raise typer.Exit(proc.wait())
     except KeyboardInterrupt:
