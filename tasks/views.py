@@ -31,10 +31,29 @@ CLUSTER_FIELDS = {
 }
 
 
+# Fields that change how a stage runs but not what it writes: left out of its key (a changed
+# checkpoint interval must not retrain the head); the task takes them as separate parameters.
+UNKEYED_FIELDS: dict[str, dict[str, tuple[str, ...]]] = {"train_head": {"train": ("checkpoint_every",)}}
+
+
+# Data fields that describe only one split: the training side (crop, embed role=train) is keyed
+# without the evaluation fields and the other way round, so scoring on another split (val -> test)
+# reuses the crops, training features, KNN table and head.
+DATA_FIELDS_OF_ONE_SPLIT = {
+    "train": ("train_split", "train_images", "train_labels", "train_limit", "five_crop", "crop_ratio"),
+    "eval": ("eval_split", "eval_images", "eval_labels", "eval_limit"),
+}
+
+
 def stage_view(stage: str, cfg: ExperimentConfig, **args: Any) -> dict:
     """The JSON-able config a stage is keyed on: its sections of ``cfg`` plus stage arguments."""
     full = cfg.model_dump(mode="json")
     view = {name: full[name] for name in STAGE_SECTIONS[stage]}
+    if "data" in view:
+        other = "train" if args.get("role") == "eval" else "eval"  # crop reads the training split
+        view["data"] = {k: v for k, v in view["data"].items() if k not in DATA_FIELDS_OF_ONE_SPLIT[other]}
+    for section, fields in UNKEYED_FIELDS.get(stage, {}).items():
+        view[section] = {k: v for k, v in view[section].items() if k not in fields}
     if stage == "cluster":
         view["cluster"] = {k: full["cluster"][k] for k in CLUSTER_FIELDS[args["method"]]}
     if stage == "predict":

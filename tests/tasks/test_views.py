@@ -32,3 +32,15 @@ def test_a_field_changes_exactly_the_views_that_hold_it(override, stage, args, c
 
 def test_every_stage_has_a_view():
     assert set(STAGE_SECTIONS) == {"crop", "embed", "knn", "train_head", "cluster", "linear_probe", "predict", "evaluate"}
+
+
+def test_the_training_side_is_keyed_without_the_evaluation_split_and_back() -> None:
+    from stego_core.presets import build_config
+
+    val, test = build_config("camvid-quick"), build_config("camvid-quick", overrides=["data.eval_split=test"])
+    assert stage_view("crop", val) == stage_view("crop", test)
+    assert stage_view("embed", val, role="train") == stage_view("embed", test, role="train")
+    assert stage_view("embed", val, role="eval") != stage_view("embed", test, role="eval")
+    fewer = build_config("camvid-quick", overrides=["data.train_limit=7"])
+    assert stage_view("embed", val, role="eval") == stage_view("embed", fewer, role="eval")
+    assert stage_view("crop", val) != stage_view("crop", fewer)
