@@ -48,6 +48,8 @@ def run(
     tracking: bool = typer.Option(True, "--tracking/--no-tracking", help="record the run in MLflow"),
     tracking_uri: Optional[str] = typer.Option(None, help="MLflow store (default: $MLFLOW_TRACKING_URI, else $STEGO_HOME/mlflow.db)"),
     experiment: Optional[str] = typer.Option(None, help="MLflow experiment (default: the config's name)"),
+    tracking_fallback: bool = typer.Option(False, "--tracking-fallback", help="if the tracking server cannot be "
+                                           "reached, warn and track to $STEGO_HOME/mlflow.db (default: fail at once)"),
 ) -> None:
     """Run the pipeline flow and print the metrics table."""
     from stego_core.presets import build_config
@@ -59,10 +61,21 @@ def run(
         from stego_core.validation import preflight
 
         cfg = resolve_config(cfg)
-        preflight(cfg, progress=True)  # bad files and values fail here, in seconds, before the flow starts
+        report = preflight(cfg, progress=True)  # bad files and values fail here, in seconds, before the flow starts
+        cfg = report.config  # under data.bad_files=skip: the bad files left out (data.exclude)
+        if report.bad_files:
+            shown = ", ".join(b.file for b in report.bad_files[:3]) + (", ..." if len(report.bad_files) > 3 else "")
+            typer.secho(f"warning: left out {len(report.bad_files)} bad files (data.bad_files=skip): {shown}; "
+                        f"reasons in {output / 'bad_files.json'}", fg=typer.colors.YELLOW, err=True)
+        if tracking and not tracking_fallback:  # so does a tracking server that does not answer
+            from stego_core.home import stego_home
+            from tasks.tracking import check_reachable, resolve_tracking_uri
+
+            check_reachable(resolve_tracking_uri(tracking_uri, stego_home()))
         result = stego_pipeline(config=cfg, artifact_root=artifact_root, output=str(output), check_inputs=False,
-                                tracking=tracking, tracking_uri=tracking_uri, experiment=experiment)
-    except USER_ERRORS as exc:
+                                tracking=tracking, tracking_uri=tracking_uri, experiment=experiment,
+                                tracking_fallback=tracking_fallback)
+    except (*USER_ERRORS, ConnectionError) as exc:  # ConnectionError: the tracking server is unreachable
         fail(exc)
     typer.echo(metrics_table(result["metrics"]))
     typer.echo("\n" + usage_table(result))

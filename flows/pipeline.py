@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 from typing import Optional
 
@@ -12,7 +13,7 @@ from prefect import flow
 from stego_core.config import ExperimentConfig
 from stego_core.home import stego_home
 from stego_core.stages import split_info
-from stego_core.validation import preflight
+from stego_core.validation import excluded_files, preflight, write_bad_files
 from stego_core.data import resolve_data_root
 from tasks.remote_store import open_store
 from tasks.stages import (
@@ -26,7 +27,8 @@ from tasks.stages import (
     train_head_task,
 )
 from tasks.figures import run_figures
-from tasks.tracking import NullTracker, RunTracker, resolve_tracking_uri
+from tasks.prefect_stage import run_logger
+from tasks.tracking import NullTracker, RunTracker, TrackingUnavailable, local_tracking_uri, redact, resolve_tracking_uri
 from tasks.views import stage_view
 
 logger = logging.getLogger(__name__)
@@ -50,7 +52,7 @@ def resolve_config(config: ExperimentConfig) -> ExperimentConfig:
 def stego_pipeline(config: ExperimentConfig = ExperimentConfig(), artifact_root: Optional[str] = None,
                    output: Optional[str] = None, check_inputs: bool = True, tracking: bool = True,
                    tracking_uri: Optional[str] = None, experiment: Optional[str] = None,
-                   parent_run_id: Optional[str] = None) -> dict:
+                   parent_run_id: Optional[str] = None, tracking_fallback: bool = False) -> dict:
     """Five-crop, embed, KNN, train the head, cluster, probe, predict (+ CRF) and evaluate.
 
     The result (metrics, artifact keys, cache hits, stage usage) is persisted as JSON in Prefect's
@@ -66,24 +68,43 @@ def stego_pipeline(config: ExperimentConfig = ExperimentConfig(), artifact_root:
         tracking_uri: MLflow store; default $MLFLOW_TRACKING_URI, else $STEGO_HOME/mlflow.db.
         experiment: MLflow experiment; default the config's name.
         parent_run_id: nest the MLflow run under this run (set by the sweeps).
+        tracking_fallback: when the tracking server cannot be reached, warn and track to the local
+            store ($STEGO_HOME/mlflow.db) instead of failing (the default fails in seconds, before
+            any stage runs).
     """
     cfg = resolve_config(config)
     store = artifact_root or default_artifact_root()
     if check_inputs:
-        preflight(cfg)
-    tracker = start_tracking(cfg, tracking, tracking_uri, experiment, parent_run_id, store)
+        cfg = preflight(cfg).config  # under data.bad_files=skip, the bad files are now in data.exclude
+    bad = excluded_files(cfg)  # the files data.exclude leaves out, with reasons (reads only those files)
+    listed = bool(bad) or cfg.data.bad_files == "skip"
+    if output and listed:
+        write_bad_files(output, bad)
+    tracker = start_tracking(cfg, tracking, tracking_uri, experiment, parent_run_id, store, fallback=tracking_fallback)
     with tracker:  # ends the MLflow run FINISHED, or FAILED with the error
+        if listed:
+            tracker.log_bad_files([asdict(b) for b in bad])
         result = run_stages(cfg, store, output, tracker)
     return result
 
 
 def start_tracking(cfg: ExperimentConfig, enabled: bool, tracking_uri: str | None, experiment: str | None,
-                   parent_run_id: str | None, store: str) -> RunTracker | NullTracker:
+                   parent_run_id: str | None, store: str, *, fallback: bool = False) -> RunTracker | NullTracker:
+    """Start the MLflow run (before any stage). An unreachable server raises
+    :class:`~tasks.tracking.TrackingUnavailable`, or with ``fallback`` warns and tracks locally."""
     if not enabled:
         return NullTracker()
-    return RunTracker.start(config=cfg.model_dump(mode="json"), tracking_uri=resolve_tracking_uri(tracking_uri, stego_home()),
-                            experiment=experiment or cfg.name, parent_run_id=parent_run_id,
-                            tags={"artifact_root": str(store)})
+    uri = resolve_tracking_uri(tracking_uri, stego_home())
+    args = {"config": cfg.model_dump(mode="json"), "experiment": experiment or cfg.name, "parent_run_id": parent_run_id}
+    try:
+        return RunTracker.start(tracking_uri=uri, tags={"artifact_root": str(store)}, **args)
+    except TrackingUnavailable as exc:
+        if not fallback:
+            raise
+        local = local_tracking_uri(stego_home())
+        run_logger().warning("%s; tracking_fallback is on: recording the run in the local store %s", exc, local)
+        return RunTracker.start(tracking_uri=local, tags={"artifact_root": str(store), "tracking_fallback": uri},
+                                **{**args, "parent_run_id": None})
 
 
 def run_stages(cfg: ExperimentConfig, store: str, output: str | None, tracker: RunTracker | NullTracker) -> dict:
@@ -92,10 +113,12 @@ def run_stages(cfg: ExperimentConfig, store: str, output: str | None, tracker: R
     k, names = eval_info.num_classes, list(eval_info.class_names)
     artifacts = open_store(store)
 
-    def run(task, stage: str, inputs: dict, **args) -> dict:
+    def run(task, stage: str, inputs: dict, task_args: dict | None = None, **args) -> dict:
         """The task's ref, its ``path`` made a folder on this machine: a ref computed (or cached by
-        Prefect) on another worker names that worker's folder; a remote store is read back here."""
-        ref = task(config=stage_view(stage, cfg, **args), inputs={n: v for n, v in inputs.items() if v}, store_root=store)
+        Prefect) on another worker names that worker's folder; a remote store is read back here.
+        ``args`` are keyed stage arguments, ``task_args`` unkeyed task parameters."""
+        ref = task(config=stage_view(stage, cfg, **args), inputs={n: v for n, v in inputs.items() if v}, store_root=store,
+                   **(task_args or {}))
         if not Path(ref["path"]).is_dir():
             ref = {**ref, "path": str(artifacts.open(ref["stage"], ref["key"]).path)}
         return ref
@@ -108,7 +131,8 @@ def run_stages(cfg: ExperimentConfig, store: str, output: str | None, tracker: R
     # 3. KNN partners over the training set.
     knn = run(knn_task, "knn", {"embed": emb_train["key"]})
     # 4. The segmentation head, trained with the contrastive correlation loss.
-    head = run(train_head_task, "train_head", {"embed": emb_train["key"], "knn": knn["key"]})
+    head = run(train_head_task, "train_head", {"embed": emb_train["key"], "knn": knn["key"]},
+               task_args={"checkpoint_every": cfg.train.checkpoint_every})
     tracker.log_training(Path(head["path"]))
     # 5. Readouts: clusters (no labels) and linear probes (labels), on the code and on raw features.
     # Linear probes need training labels; an unlabelled training folder gets the cluster methods only.
@@ -156,7 +180,7 @@ def run_stages(cfg: ExperimentConfig, store: str, output: str | None, tracker: R
         figures = run_figures(metrics, history, eval_embed_dir=Path(emb_eval["path"]), dataset=cfg.data.dataset,
                               predict_dirs={m: Path(p["path"]) for m, p in preds.items()}, class_names=names)
         tracker.log_result(result, files, figures)
-        result.update(mlflow_run_id=tracker.run_id, tracking_uri=tracker.tracking_uri)
+        result.update(mlflow_run_id=tracker.run_id, tracking_uri=redact(tracker.tracking_uri))
     return result
 
 

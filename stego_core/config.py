@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class _Strict(BaseModel):
@@ -28,6 +28,20 @@ class DataConfig(_Strict):
     eval_limit: Optional[int] = Field(None, ge=1, description="use only the first N evaluation images")
     five_crop: bool = Field(True, description="train on the 5 half-size crops of each training image")
     crop_ratio: float = Field(0.5, gt=0.0, le=1.0, description="crop side as a fraction of the image side")
+    bad_files: Literal["error", "skip"] = Field(
+        "error", description="a bad image or label (unreadable, too small, label of another size or with ids out of "
+        "range, missing label in a labelled split): 'error' stops the run before any compute, naming the file; 'skip' "
+        "leaves it out (preflight adds it to data.exclude), lists it in bad_files.json and runs on the rest")
+    exclude: tuple[str, ...] = Field(
+        (), description="image or label files left out of both splits, as listed (a sample goes if its image or its "
+        "label is here); preflight fills it under bad_files='skip', so the cache keys see the exclusion")
+
+    @field_validator("exclude")
+    @classmethod
+    def _sorted_unique(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if any(not str(v).strip() for v in value):
+            raise ValueError("data.exclude holds an empty path")
+        return tuple(sorted(set(value)))  # one order, one cache key
 
 
 class EmbedConfig(_Strict):
@@ -38,7 +52,10 @@ class EmbedConfig(_Strict):
     eval_resolution: int = Field(322, ge=16, le=2048, description="evaluation centre crop size")
     flip_tta: bool = Field(True, description="average codes with the horizontally flipped image at evaluation")
     batch_size: int = Field(8, ge=1, le=1024)
-    num_workers: Optional[int] = Field(None, ge=0, le=64, description="decoding workers (default: cores - 1, at most 4)")
+    num_workers: Optional[int] = Field(None, ge=0, le=64, description="decoding workers (default: cores - 1, at most 4 on CPU, 16 on CUDA)")
+    loader: Literal["auto", "threads", "processes"] = Field(
+        "auto", description="decoding workers: threads, or processes (fork server); auto = processes on CUDA "
+                            "with more than one worker, threads otherwise (same outputs either way)")
 
 
 class KnnConfig(_Strict):
@@ -82,6 +99,7 @@ class TrainConfig(_Strict):
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     feature_dropout: bool = Field(True, description="channel dropout on the features entering the loss")
     log_every: int = Field(10, ge=1)
+    checkpoint_every: int = Field(100, ge=0, description="save a resumable training checkpoint every N steps (0 = off)")
 
 
 class ClusterConfig(_Strict):

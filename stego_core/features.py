@@ -7,23 +7,39 @@ Output folder layout (what the embed stage's artifact holds):
 * ``labels.npy``         ``(N, R, R)`` uint8 class ids at the input resolution, 255 = void / unlabelled
 * ``index.json``         stems and source paths, in row order
 
-Decoding runs in a small thread pool (PIL and torch release the GIL) a few batches ahead of the
-backbone, so reading overlaps compute without forked workers (forking under Prefect's threads made
-DataLoader workers die at exit). On CUDA the forward pass runs under bf16 autocast with channels-last
-inputs from pinned host memory.
+Decoding (read, resize, crop) runs a few batches ahead of the backbone, in one of two loaders that
+give the same bytes (``loader``):
+
+* ``threads``: a small thread pool (PIL and torch release the GIL). The default on CPU: no worker
+  processes at all (forking under Prefect's threads made DataLoader workers die at exit), and on two
+  cores the backbone needs the cores anyway.
+* ``processes``: a torch DataLoader over worker processes started by a fork server (never forked
+  from this, possibly threaded, process), pinned batches. The default on CUDA with more than one
+  worker and enough images to pay for the fork server's start (``PROCESSES_MIN_IMAGES``): there
+  decoding, not the GPU, is the bottleneck, and threads stop scaling at the GIL.
+
+Workers return uint8 pixels and uint8 labels (a quarter / an eighth of the float32 / int64 bytes to
+move); the normalisation runs batched on the device with the dataset's own float32 formula. On
+CUDA the forward pass runs under bf16 autocast on channels-last inputs, and the features are cast
+to float16 on the GPU before they are copied back.
 """
 from __future__ import annotations
 
+import copy
 import json
 import logging
+import multiprocessing
 import os
+import sys
+import types
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Iterator, Literal
 
 import numpy as np
 import torch
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
-from typing import Iterator
+from torch.utils.data import DataLoader
 
 from numpy.lib.format import open_memmap
 from tqdm.auto import tqdm
@@ -31,15 +47,44 @@ from tqdm.auto import tqdm
 logger = logging.getLogger(__name__)
 
 
-def default_num_workers() -> int:
-    return max(1, min(4, (os.cpu_count() or 1) - 1))
+def default_num_workers(device: str | torch.device = "cpu") -> int:
+    """Cores - 1, at most 4 on CPU (the backbone needs the cores too), at most 16 on CUDA (decoding is
+    the bottleneck there)."""
+    return max(1, min(16 if torch.device(device).type == "cuda" else 4, (os.cpu_count() or 1) - 1))
+
+
+Loader = Literal["auto", "threads", "processes"]
+
+
+# Images from which ``auto`` starts worker processes. Their fork server imports torch and the main
+# module's imports once per Python process: 8-9 s on the 16-core H100 machine (bench/embed.py), where
+# processes decode ~1,100 images/s against ~350-600 for threads, so they pay off from ~5,000 images
+# (or at once, when an earlier embed call of this process already started the server).
+PROCESSES_MIN_IMAGES = 5000
+_FORK_SERVER = {"started": False}
+
+
+def resolve_loader(loader: Loader, device: torch.device, workers: int, num_images: int | None = None) -> str:
+    """``auto`` -> ``processes`` on CUDA with more than one worker and at least
+    ``PROCESSES_MIN_IMAGES`` images (any number once the fork server runs), else ``threads``."""
+    if loader not in ("auto", "threads", "processes"):
+        raise ValueError(f"embed.loader must be 'auto', 'threads' or 'processes', got {loader!r}")
+    if loader == "auto":
+        big = num_images is None or num_images >= PROCESSES_MIN_IMAGES or _FORK_SERVER["started"]
+        return "processes" if device.type == "cuda" and workers > 1 and big else "threads"
+    return loader
+
+
+def collate_batch(items: list[dict]) -> dict:
+    """Stack items into ``{"image", "label"}``; labels become uint8 (clipped to 0..255, as stored)."""
+    return {"image": torch.stack([it["image"] for it in items]),
+            "label": torch.stack([it["label"] for it in items]).clamp_(0, 255).to(torch.uint8)}
 
 
 def prefetch_batches(dataset, batch_size: int, workers: int, *, pin: bool = False, lookahead: int = 2) -> Iterator[dict]:
     """Collated batches of ``dataset`` in order, decoded by ``workers`` threads ``lookahead`` batches ahead."""
     def load(start: int) -> dict:
-        items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
-        batch = {"image": torch.stack([it["image"] for it in items]), "label": torch.stack([it["label"] for it in items])}
+        batch = collate_batch([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
         if pin:
             batch["image"] = batch["image"].pin_memory()
         return batch
@@ -55,6 +100,47 @@ def prefetch_batches(dataset, batch_size: int, workers: int, *, pin: bool = Fals
             yield batch
 
 
+def process_batches(dataset, batch_size: int, workers: int, *, pin: bool = False, prefetch: int = 4) -> Iterator[dict]:
+    """The same batches as :func:`prefetch_batches`, decoded by ``workers`` processes, each
+    ``prefetch`` batches ahead. The workers fork from a fork server that has imported the data code
+    and the main module's imports once, so they start fast and inherit no threads or CUDA state."""
+    if workers < 1:
+        return prefetch_batches(dataset, batch_size, 1, pin=pin)
+    ctx = multiprocessing.get_context("forkserver")
+    _FORK_SERVER["started"] = True
+    ctx.set_forkserver_preload(["stego_core.data", *_main_imports()])  # read once, when the server starts
+    return iter(DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate_batch,
+                           pin_memory=pin, multiprocessing_context=ctx, prefetch_factor=prefetch,
+                           persistent_workers=False))
+
+
+def _main_imports() -> list[str]:
+    """The modules the main script pulled in (torch, timm, Prefect...). Each worker re-runs the main
+    module (multiprocessing's spawn rule; preloading ``__main__`` itself does not work before Python
+    3.14), so the fork server imports these once and the re-run finds them already imported."""
+    main = sys.modules.get("__main__")
+    names = {v.__name__ if isinstance(v, types.ModuleType) else getattr(v, "__module__", None)
+             for v in vars(main).values()} if main else set()
+    return sorted(n for n in names if isinstance(n, str) and n not in ("__main__", "builtins"))
+
+
+def embed_batch(backbone: torch.nn.Module, images: torch.Tensor, *, flip: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The backbone on a normalised batch already on its device, as the embed stage runs it (bf16
+    autocast and channels-last on CUDA): features, and those of the flipped images flipped back."""
+    cuda = images.device.type == "cuda"
+    if cuda:
+        images = images.contiguous(memory_format=torch.channels_last)
+    with torch.autocast("cuda", dtype=torch.bfloat16) if cuda else torch.autocast("cpu", enabled=False):
+        f = backbone(images)
+        ff = backbone(images.flip(-1)).flip(-1) if flip else None
+    return f, ff
+
+
+def _to_float16(f: torch.Tensor) -> np.ndarray:
+    """float32 -> float16 (round to nearest even, as numpy's ``astype``) on the device, then to host."""
+    return f.float().to(torch.float16).cpu().numpy()
+
+
 @torch.inference_mode()
 def extract_features(
     backbone: torch.nn.Module,
@@ -66,10 +152,11 @@ def extract_features(
     device: str | torch.device = "cpu",
     flip: bool = False,
     progress: bool = True,
+    loader: Loader = "auto",
 ) -> dict:
     """Run ``backbone`` over ``dataset`` (a :class:`~stego_core.data.SegmentationDataset`) into ``out_dir``.
 
-    Returns a small summary ``{"num_images", "feature_shape", "flip"}``.
+    Returns a small summary ``{"num_images", "feature_shape", "flip", "loader"}``.
     """
     if batch_size < 1:
         raise ValueError(f"embed.batch_size must be >= 1, got {batch_size}")
@@ -80,38 +167,39 @@ def extract_features(
     n = len(dataset)
     if n == 0:
         raise ValueError("no images to embed")
-    workers = default_num_workers() if num_workers is None else num_workers
-    loader = prefetch_batches(dataset, batch_size, workers, pin=device.type == "cuda")
+    workers = default_num_workers(device) if num_workers is None else num_workers
+    kind = resolve_loader(loader, device, workers, n)
+    pixels = copy.copy(dataset)  # same samples, uint8 images: normalised below, on the device
+    pixels.normalize = False
+    load = process_batches if kind == "processes" else prefetch_batches
+    batches = load(pixels, batch_size, workers, pin=device.type == "cuda")
     num_batches = (n + batch_size - 1) // batch_size
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
     feats = flips = labels = None
     row = 0
-    for batch in tqdm(loader, total=num_batches, desc=f"embed {n} images", disable=not progress, leave=False):
-        images = batch["image"].to(device, non_blocking=True)
-        if device.type == "cuda":
+    for batch in tqdm(batches, total=num_batches, desc=f"embed {n} images", disable=not progress, leave=False):
+        images, label = batch["image"].to(device, non_blocking=True), batch["label"]
+        if device.type == "cuda":  # uint8 is the cheap place to change the layout; normalising keeps it
             images = images.contiguous(memory_format=torch.channels_last)
-        with autocast:
-            f = backbone(images).float()
-            ff = backbone(images.flip(-1)).float().flip(-1) if flip else None
+        f, ff = embed_batch(backbone, dataset.normalize_images(images), flip=flip)
         b = f.shape[0]
         if feats is None:
             shape = (n, *f.shape[1:])
             feats = open_memmap(out / "features.npy", mode="w+", dtype=np.float16, shape=shape)
             if flip:
                 flips = open_memmap(out / "features_flip.npy", mode="w+", dtype=np.float16, shape=shape)
-            labels = open_memmap(out / "labels.npy", mode="w+", dtype=np.uint8, shape=(n, *batch["label"].shape[1:]))
-        feats[row : row + b] = f.cpu().numpy().astype(np.float16)
+            labels = open_memmap(out / "labels.npy", mode="w+", dtype=np.uint8, shape=(n, *label.shape[1:]))
+        feats[row : row + b] = _to_float16(f)
         if flip:
-            flips[row : row + b] = ff.cpu().numpy().astype(np.float16)
-        labels[row : row + b] = batch["label"].numpy().clip(0, 255).astype(np.uint8)
+            flips[row : row + b] = _to_float16(ff)
+        labels[row : row + b] = label.numpy()
         row += b
     for arr in (feats, flips, labels):
         if arr is not None:
             arr.flush()
     index = [{"stem": s.stem, "image": str(s.image), "label": str(s.label) if s.label else None} for s in dataset.samples]
     (out / "index.json").write_text(json.dumps(index, indent=1))
-    summary = {"num_images": n, "feature_shape": list(feats.shape), "flip": flip}
-    logger.info("embedded %d images -> %s", n, summary["feature_shape"])
+    summary = {"num_images": n, "feature_shape": list(feats.shape), "flip": flip, "loader": kind}
+    logger.info("embedded %d images -> %s (%s loader, %d workers)", n, summary["feature_shape"], kind, workers)
     return summary
 
 

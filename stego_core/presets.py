@@ -46,13 +46,24 @@ def load_preset(name: str) -> dict:
 
 
 def load_yaml(path: str | os.PathLike) -> dict:
+    """The mapping in a YAML config file; errors name the file (and the line, for bad YAML)."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a folder; pass a YAML file") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        parts = (getattr(exc, "context", None), getattr(exc, "problem", None))
+        what = ": ".join(str(p) for p in parts if p) or str(exc)
+        raise ConfigError(f"config file {path} is not valid YAML{where}: {what}; fix the file") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -140,5 +151,10 @@ def validate_config(data: dict) -> ExperimentConfig:
         lines = []
         for err in exc.errors():
             loc = ".".join(str(p) for p in err["loc"])
-            lines.append(f"  {loc}: {err['msg']} (got {err.get('input')!r})")
+            line = f"  {loc}: {err['msg']} (got {err.get('input')!r})"
+            if err["type"] == "extra_forbidden":
+                parent = [str(p) for p in err["loc"][:-1]]
+                valid = ", ".join(_valid_keys(ExperimentConfig, parent))
+                line += f"; valid keys at {'.'.join(parent) or 'top level'}: {valid}"
+            lines.append(line)
         raise ConfigError("invalid configuration:\n" + "\n".join(lines)) from None

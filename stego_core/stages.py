@@ -15,7 +15,7 @@ from typing import Callable, Literal
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from stego_core import calibration
 from stego_core.backbones import create_backbone
@@ -32,7 +32,7 @@ from stego_core.data import (
     resize_center_crop_image,
 )
 from stego_core.features import extract_features, load_features
-from stego_core.head import SegmentationHead
+from stego_core.head import SegmentationHead, load_tensors, read_json_dims
 from stego_core.kmeans import spherical_kmeans, tokens
 from stego_core.knn import global_descriptors, knn_search
 from stego_core.losses import ContrastiveCorrelationLoss
@@ -67,14 +67,15 @@ def split_info(cfg: ExperimentConfig, role: Role) -> SplitInfo:
             raise ValueError(f"data.dataset='folder' needs data.{role}_images (a folder of images)")
         if labels and not d.num_classes:
             raise ValueError("data.dataset='folder' with labels needs data.num_classes")
-        samples = list_samples(images, labels, limit=limit, require_labels=bool(labels) and role == "eval")
+        samples = list_samples(images, labels, limit=limit, exclude=d.exclude,
+                               require_labels=bool(labels) and role == "eval" and d.bad_files == "error")
         k = d.num_classes or 1
         return SplitInfo(samples, k, tuple(str(i) for i in range(k)), "identity", 255)
     if d.dataset not in DATASETS:
         raise ValueError(f"unknown dataset {d.dataset!r}; known: {', '.join(sorted(DATASETS))}, or 'folder'")
     spec = DATASETS[d.dataset]
     split = d.train_split if role == "train" else d.eval_split
-    samples = dataset_samples(d.dataset, split, d.data_root, limit=limit)
+    samples = dataset_samples(d.dataset, split, d.data_root, limit=limit, exclude=d.exclude)
     return SplitInfo(samples, spec.num_classes, spec.class_names, spec.label_map, spec.ignore_index)
 
 
@@ -152,8 +153,10 @@ def loss_from_config(loss: LossConfig, sampler: PairSampler | None) -> tuple[Con
 
 def train_stage(
     cfg: ExperimentConfig, embed_dir: Path, knn_dir: Path, out_dir: Path,
-    callback: Callable[[int, dict], None] | None = None,
+    callback: Callable[[int, dict], None] | None = None, checkpoint_dir: Path | None = None,
 ) -> dict:
+    """Train the head into ``out_dir``; with ``checkpoint_dir`` (a folder that outlives a failed
+    ``out_dir``), checkpoint every ``train.checkpoint_every`` steps and resume from one found there."""
     feats = load_features(embed_dir)["features"]
     knn = np.load(knn_dir / "knn.npy")
     device = resolve_device(cfg.device)
@@ -167,12 +170,14 @@ def train_stage(
     result = train_head(
         sampler(cfg.seed), loss_fn, in_dim=feats.shape[1], dim=t.dim, steps=t.steps, lr=t.lr,
         dropout=t.dropout, feature_dropout=t.feature_dropout, seed=cfg.seed, log_every=t.log_every, callback=callback,
+        checkpoint_dir=checkpoint_dir, checkpoint_every=t.checkpoint_every,
     )
     save_head(result.head, out_dir)
     (out_dir / "history.json").write_text(json.dumps(result.history))
     (out_dir / "loss.json").write_text(json.dumps(loss_info, indent=1))
     final = result.history[-1] if result.history else {}
-    return {"shifts": loss_info["shifts"], "final_loss": final.get("loss"), "steps": t.steps}
+    return {"shifts": loss_info["shifts"], "final_loss": final.get("loss"), "steps": t.steps,
+            "resumed_from_step": result.resumed_from}
 
 
 def save_head(head: SegmentationHead, out_dir: Path) -> None:
@@ -181,9 +186,10 @@ def save_head(head: SegmentationHead, out_dir: Path) -> None:
 
 
 def load_head(head_dir: Path, device: str | torch.device = "cpu") -> SegmentationHead:
-    meta = json.loads((head_dir / "head.json").read_text())
+    """The head saved by :func:`save_head`; a file that is not what ``head.json`` says is refused (ValueError)."""
+    meta = read_json_dims(head_dir / "head.json", ("in_dim", "dim"))
     head = SegmentationHead(meta["in_dim"], meta["dim"])
-    head.load_state_dict(load_file(str(head_dir / "head.safetensors")))
+    load_tensors(head, head_dir / "head.safetensors", described_by=head_dir / "head.json")
     return head.to(device).eval()
 
 
@@ -230,9 +236,9 @@ def linear_stage(cfg: ExperimentConfig, embed_dir: Path, head_dir: Path | None, 
 
 
 def load_linear(linear_dir: Path) -> LinearProbe:
-    meta = json.loads((linear_dir / "linear.json").read_text())
+    meta = read_json_dims(linear_dir / "linear.json", ("dim", "num_classes"))
     probe = LinearProbe(meta["dim"], meta["num_classes"])
-    probe.load_state_dict(load_file(str(linear_dir / "linear.safetensors")))
+    load_tensors(probe, linear_dir / "linear.safetensors", described_by=linear_dir / "linear.json")
     return probe.eval()
 
 

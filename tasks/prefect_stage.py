@@ -69,6 +69,7 @@ from tasks.remote_store import RemoteArtifactStore, open_store
 logger = logging.getLogger(__name__)
 
 RESULTS_DIRNAME = ".prefect-results"
+CHECKPOINTS_DIRNAME = ".checkpoints"
 STAGE_PARAMETERS = ("config", "inputs", "store_root")
 PERMANENT_OS_ERRORS: tuple[type[OSError], ...] = (
     FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError,
@@ -183,6 +184,15 @@ def stage_task(
         )
 
     return decorate
+
+
+def checkpoint_dir(store: ArtifactStore | RemoteArtifactStore, stage: str, key: str) -> Path:
+    """``<store root>/.checkpoints/<stage>/<key>``: where a long stage keeps resumable state. It lies
+    outside the temp folder (deleted when an attempt fails), on this machine (a remote store's local
+    mirror), and cannot clash with an artifact (stage names never start with ``.``)."""
+    validate_name(stage, "stage", "checkpoint_dir")
+    validate_name(key, "key", "checkpoint_dir")
+    return store.root / CHECKPOINTS_DIRNAME / stage / key
 
 
 def run_stage(

@@ -9,11 +9,12 @@ local mirror.
 """
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from stego_core import stages as core
-from tasks.catalog import ArtifactStore
-from tasks.prefect_stage import run_logger, run_stage, stage_task
+from tasks.catalog import ArtifactStore, artifact_key
+from tasks.prefect_stage import checkpoint_dir, run_logger, run_stage, stage_task
 from tasks.remote_store import RemoteArtifactStore, open_store
 from tasks.views import config_from_view
 
@@ -47,9 +48,14 @@ def knn_task(config: dict, inputs: dict[str, str], store_root: str) -> dict:
 
 
 @stage_task("train_head")
-def train_head_task(config: dict, inputs: dict[str, str], store_root: str) -> dict:
+def train_head_task(config: dict, inputs: dict[str, str], store_root: str, checkpoint_every: int | None = None) -> dict:
+    """``checkpoint_every`` (not in the key, see :data:`tasks.views.UNKEYED_FIELDS`): default the
+    config's. Checkpoints go to :func:`checkpoint_dir`, which outlives a failed attempt (the next one
+    resumes there) and is removed once the head is published."""
     store = open_store(store_root)
     cfg, _ = config_from_view(config)
+    if checkpoint_every is not None:
+        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"checkpoint_every": checkpoint_every})})
     every = max(cfg.train.steps // 20, cfg.train.log_every)
 
     def callback(step: int, row: dict) -> None:
@@ -58,7 +64,11 @@ def train_head_task(config: dict, inputs: dict[str, str], store_root: str) -> di
                               row["loss"], row["loss_self"], row["loss_knn"], row["loss_rand"])
 
     embed, knn = _path(store, "embed", inputs, "embed"), _path(store, "knn", inputs, "knn")
-    return run_stage(store, "train_head", config, inputs, lambda out: core.train_stage(cfg, embed, knn, out, callback))
+    checkpoints = checkpoint_dir(store, "train_head", artifact_key("train_head", config, inputs))
+    ref = run_stage(store, "train_head", config, inputs,
+                    lambda out: core.train_stage(cfg, embed, knn, out, callback, checkpoint_dir=checkpoints))
+    shutil.rmtree(checkpoints, ignore_errors=True)  # the head is published: nothing left to resume
+    return ref
 
 
 @stage_task("cluster")

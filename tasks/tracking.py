@@ -20,6 +20,11 @@ The store: ``tracking_uri`` if given, else ``$MLFLOW_TRACKING_URI``, else the SQ
 ``<home>/mlflow.db`` (:func:`resolve_tracking_uri`); a SQLite store keeps its artifacts beside the
 database, in ``mlflow-artifacts/<experiment>``.
 A run that raises is ended FAILED with an ``error`` tag (and ``error.txt``); what was logged stays.
+
+A tracking server is probed first (:func:`check_reachable`, a TCP connect with a short timeout), so a
+wrong or stopped server fails the run in seconds, before any stage, with :class:`TrackingUnavailable`.
+Secrets never reach MLflow: passwords in URLs (``user:***@host``) and token-like query values
+(``?token=***``) are masked in every param, tag and error record (:func:`redact`).
 """
 from __future__ import annotations
 
@@ -27,10 +32,12 @@ import json
 import logging
 import re
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
 import traceback
+import urllib.parse
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -43,6 +50,47 @@ VALUE_LIMIT = 6000  # MLflow 3 param value limit (tags allow more); longer value
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 _METRIC_UNSAFE = re.compile(r"[^A-Za-z0-9_\-. :/]")
 CODE_DIR = Path(__file__).resolve().parents[1]
+PROBE_TIMEOUT_S = 5.0  # how long a tracking server may take to accept a connection
+MASK = "***"
+_URL_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^/\s:@?#]*)(?::[^/\s@?#]*)?@")
+_SECRET_QUERY = re.compile(
+    r"(?P<name>[?&;][^=&;#\s]*(?:token|secret|passw|pwd|key|sig|credential|auth)[^=&;#\s]*=)[^&;#\s]+", re.IGNORECASE)
+
+
+class TrackingUnavailable(ConnectionError):
+    """The MLflow tracking server cannot be reached."""
+
+
+def redact(text: str) -> str:
+    """``text`` with URL passwords and token-like query values masked.
+
+    ``https://bob:pw@host/x?token=t&n=1`` -> ``https://bob:***@host/x?token=***&n=1``; a userinfo
+    without a password (``https://TOKEN@github.com``) is masked whole.
+    """
+    def userinfo(m: re.Match) -> str:
+        has_password = ":" in m.group(0)[len(m.group("scheme")):]
+        return f"{m.group('scheme')}{m.group('user') + ':' + MASK if has_password else MASK}@"
+
+    return _SECRET_QUERY.sub(lambda m: m.group("name") + MASK, _URL_USERINFO.sub(userinfo, text))
+
+
+def check_reachable(uri: str, timeout_s: float = PROBE_TIMEOUT_S) -> None:
+    """Raise :class:`TrackingUnavailable` when an ``http(s)://`` tracking server accepts no TCP
+    connection within ``timeout_s`` (MLflow's own client would retry for minutes). Other stores
+    (SQLite, files, ``databricks``) are not probed."""
+    parts = urllib.parse.urlsplit(uri)
+    if parts.scheme not in ("http", "https"):
+        return
+    try:
+        address = (parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80))
+        with socket.create_connection(address, timeout=timeout_s):
+            pass
+    except (OSError, ValueError) as exc:
+        raise TrackingUnavailable(
+            f"the MLflow tracking server {redact(uri)} cannot be reached ({type(exc).__name__}: {exc}); start it, fix "
+            "--tracking-uri / $MLFLOW_TRACKING_URI, run with --no-tracking, or pass --tracking-fallback "
+            "(flow parameter tracking_fallback=true) to record the run in the local store instead"
+        ) from None
 
 
 # ------------------------------------------------------------------------------- store and names
@@ -84,6 +132,7 @@ def flatten_params(config: Mapping[str, Any], prefix: str = "") -> dict[str, str
             out.update(flatten_params(value, f"{name}."))
         else:
             text = json.dumps(value) if isinstance(value, (list, tuple)) else str(value)
+            text = redact(text)
             if len(text) > VALUE_LIMIT:
                 logger.warning("param %s is %d characters; logging its first %d", name, len(text), VALUE_LIMIT)
                 text = text[:VALUE_LIMIT]
@@ -174,11 +223,13 @@ class RunTracker:
 
         Raises:
             ValueError: an empty experiment name.
+            TrackingUnavailable: a tracking server that accepts no connection (see :func:`check_reachable`).
         """
         from mlflow import MlflowClient
 
         if not experiment or not experiment.strip():
             raise ValueError("tracking: the experiment name is empty; set config `name` or pass --experiment NAME")
+        check_reachable(tracking_uri)
         if sqlite_path(tracking_uri) is not None:
             sqlite_path(tracking_uri).parent.mkdir(parents=True, exist_ok=True)
         client = MlflowClient(tracking_uri=tracking_uri)
@@ -195,7 +246,7 @@ class RunTracker:
         run = client.create_run(experiment_id, run_name=run_name or all_tags.get("prefect.flow_run_name"))
         tracker = cls(client, run.info.run_id, tracking_uri)
         tracker.log_batch(params=flatten_params(config), tags=all_tags)
-        logger.info("MLflow run %s in experiment %r at %s", run.info.run_id, experiment, tracking_uri)
+        logger.info("MLflow run %s in experiment %r at %s", run.info.run_id, experiment, redact(tracking_uri))
         return tracker
 
     # -- logging
@@ -205,7 +256,7 @@ class RunTracker:
         from mlflow.entities import Param, RunTag
 
         parts = {"metrics": list(metrics), "params": [Param(k, v) for k, v in (params or {}).items()],
-                 "tags": [RunTag(k, str(v)[:VALUE_LIMIT]) for k, v in (tags or {}).items()]}
+                 "tags": [RunTag(k, redact(str(v))[:VALUE_LIMIT]) for k, v in (tags or {}).items()]}
         for kind, items in parts.items():
             size = BATCH_LIMITS[kind]
             for i in range(0, len(items), size):
@@ -252,6 +303,12 @@ class RunTracker:
                 save_png(fig, folder / "figures" / f"{name}.png")
             self.client.log_artifacts(self.run_id, str(folder))
 
+    def log_bad_files(self, bad_files: Sequence[Mapping[str, str]]) -> None:
+        """Files left out under ``data.bad_files=skip``: tag ``bad_files=<count>`` and the artifact
+        ``bad_files.json`` (``[{"file", "reason", "split"}, ...]``)."""
+        self.client.set_tag(self.run_id, "bad_files", str(len(bad_files)))
+        self.client.log_text(self.run_id, json.dumps(list(bad_files), indent=1, ensure_ascii=False), "bad_files.json")
+
     def log_sweep(self, summary: Mapping[str, Any]) -> None:
         """A sweep's parent run: ``<child label>.<method>.{accuracy,mIoU}`` per finished child, the
         ``sweep.json`` summary, and tags ``sweep.completed`` / ``sweep.failed`` (counts)."""
@@ -264,7 +321,7 @@ class RunTracker:
         states = [child["state"] for child in summary["children"]]
         self.log_batch(metrics, tags={"sweep.completed": states.count("Completed"),
                                       "sweep.failed": len(states) - states.count("Completed")})
-        self.client.log_text(self.run_id, json.dumps(summary, indent=1), "sweep.json")
+        self.client.log_text(self.run_id, redact(json.dumps(summary, indent=1)), "sweep.json")
 
     # -- ending
     def __enter__(self) -> RunTracker:
@@ -282,10 +339,10 @@ class RunTracker:
     def fail(self, exc: BaseException) -> None:
         """Tag the error, attach the traceback, end the run FAILED (never masks ``exc``)."""
         try:
-            self.client.set_tag(self.run_id, "error", f"{type(exc).__name__}: {exc}"[:VALUE_LIMIT])
+            self.client.set_tag(self.run_id, "error", redact(f"{type(exc).__name__}: {exc}")[:VALUE_LIMIT])
             with tempfile.TemporaryDirectory() as tmp:
                 path = Path(tmp) / "error.txt"
-                path.write_text("".join(traceback.format_exception(exc)))
+                path.write_text(redact("".join(traceback.format_exception(exc))))
                 self.client.log_artifact(self.run_id, str(path))
         except Exception:  # the original failure matters more than its record
             logger.exception("could not record the failure of MLflow run %s", self.run_id)
@@ -303,6 +360,7 @@ class NullTracker:
     def log_probes(self, *args: Any, **kwargs: Any) -> None: ...
     def log_result(self, *args: Any, **kwargs: Any) -> None: ...
     def log_sweep(self, *args: Any, **kwargs: Any) -> None: ...
+    def log_bad_files(self, *args: Any, **kwargs: Any) -> None: ...
 
     def __enter__(self) -> NullTracker:
         return self

@@ -51,7 +51,8 @@ def stage_view(stage: str, cfg: ExperimentConfig, **args: Any) -> dict:
     view = {name: full[name] for name in STAGE_SECTIONS[stage]}
     if "data" in view:
         other = "train" if args.get("role") == "eval" else "eval"  # crop reads the training split
-        view["data"] = {k: v for k, v in view["data"].items() if k not in DATA_FIELDS_OF_ONE_SPLIT[other]}
+        # bad_files only decides what preflight puts in data.exclude, which is keyed itself.
+        view["data"] = {k: v for k, v in view["data"].items() if k not in DATA_FIELDS_OF_ONE_SPLIT[other] + ("bad_files",)}
     for section, fields in UNKEYED_FIELDS.get(stage, {}).items():
         view[section] = {k: v for k, v in view[section].items() if k not in fields}
     if stage == "cluster":

@@ -10,7 +10,7 @@ from .cocostuff import FINE_TO_COARSE as COCOSTUFF_FINE_TO_COARSE
 from .dataset import SegmentationDataset
 from .errors import DataError
 from .five_crop import five_crop_boxes, five_crop_dataset
-from .io import check_label_ids, load_image, load_label
+from .io import check_image, check_label, check_label_ids, load_image, load_label, load_resized_image
 from .label_maps import IGNORE, LABEL_MAPS, apply_label_map
 from .registry import (
     DATA_ROOT_ENV,
@@ -21,7 +21,7 @@ from .registry import (
     list_datasets,
     resolve_data_root,
 )
-from .samples import IMAGE_EXTENSIONS, Sample, list_samples
+from .samples import IMAGE_EXTENSIONS, Sample, exclude_samples, list_samples
 from .transforms import (
     image_to_tensor,
     resize_center_crop_geometry,
@@ -32,8 +32,9 @@ from .transforms import (
 __all__ = [
     "COCOSTUFF27_CLASSES", "COCOSTUFF_FINE_CLASSES", "COCOSTUFF_FINE_TO_COARSE", "DATASETS",
     "DATA_ROOT_ENV", "DataError", "DatasetSpec", "IGNORE", "IMAGE_EXTENSIONS", "LABEL_MAPS",
-    "SegmentationDataset", "Sample", "apply_label_map", "check_label_ids", "dataset_samples",
-    "five_crop_boxes", "five_crop_dataset", "get_dataset", "image_to_tensor", "list_datasets",
-    "list_samples", "load_image", "load_label", "resize_center_crop_geometry",
+    "SegmentationDataset", "Sample", "apply_label_map", "check_image", "check_label",
+    "check_label_ids", "dataset_samples", "exclude_samples", "five_crop_boxes",
+    "five_crop_dataset", "get_dataset", "image_to_tensor", "list_datasets", "list_samples",
+    "load_image", "load_label", "load_resized_image", "resize_center_crop_geometry",
     "resize_center_crop_image", "resize_center_crop_label", "resolve_data_root",
 ]

@@ -6,13 +6,14 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .io import load_image, load_label
+from .io import load_label, load_resized_image
 from .label_maps import IGNORE, LABEL_MAPS
 from .samples import Sample
-from .transforms import image_to_tensor, resize_center_crop_image, resize_center_crop_label
+from .transforms import resize_center_crop_label
 
 __all__ = ["SegmentationDataset"]
 
@@ -23,12 +24,16 @@ class SegmentationDataset(Dataset):
     """Images (and labels) prepared for the backbone and for evaluation.
 
     Item ``i``: the image is resized so its shorter side is ``resolution`` (bicubic) and
-    centre-cropped to ``R x R``, then normalised ``(x / 255 - mean) / std``; the label goes through
+    centre-cropped to ``R x R`` (a very large JPEG is decoded at a reduced scale first, see
+    `load_resized_image`), then normalised ``(x / 255 - mean) / std``; the label goes through
     ``label_map`` and the same resize-crop with nearest sampling. Unlabelled samples get an
     all-``ignore_index`` label and ``has_label=False`` so they batch with labelled ones.
 
     Returns per item:
         ``{"image": (3, R, R) float32, "label": (R, R) int64, "index": i, "has_label": bool}``.
+        With ``normalize=False`` the image is the ``(3, R, R)`` uint8 pixels instead, to be
+        normalised later in batches (e.g. on the GPU) by :meth:`normalize_images`, bit for bit
+        the same numbers.
 
     Raises:
         ValueError (constructor): empty samples, ``resolution`` < 1, bad mean/std, unknown
@@ -53,6 +58,7 @@ class SegmentationDataset(Dataset):
         num_classes: int | None = None,
         label_map: str = "identity",
         ignore_index: int = IGNORE,
+        normalize: bool = True,
     ) -> None:
         if len(samples) == 0:
             raise ValueError("SegmentationDataset needs at least one sample; "
@@ -73,6 +79,7 @@ class SegmentationDataset(Dataset):
         self.num_classes = num_classes
         self.label_map = label_map
         self.ignore_index = ignore_index
+        self.normalize = normalize
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -82,14 +89,27 @@ class SegmentationDataset(Dataset):
             raise IndexError(f"index {index} out of range for {len(self)} samples")
         index = index % len(self)
         sample = self.samples[index]
-        image = load_image(sample.image)
         size = self.resolution
-        tensor = image_to_tensor(resize_center_crop_image(image, size), self.mean, self.std)
+        image, full_size = load_resized_image(sample.image, size)  # big JPEGs: reduced decode
+        pixels = torch.from_numpy(np.array(image)).permute(2, 0, 1).contiguous()  # np.array: writable
+        tensor = self.normalize_images(pixels) if self.normalize else pixels
         has_label = sample.label is not None
         if has_label:
-            raw = load_label(sample.label, size=image.size, num_classes=self.num_classes,
-                             label_map=self.label_map, ignore_index=self.ignore_index)
+            raw = load_label(sample.label, size=full_size, num_classes=self.num_classes,
+                             label_map=self.label_map, ignore_index=self.ignore_index,
+                             image=sample.image)
             label = torch.from_numpy(resize_center_crop_label(raw, size, self.ignore_index))
         else:
             label = torch.full((size, size), self.ignore_index, dtype=torch.int64)
         return {"image": tensor, "label": label, "index": index, "has_label": has_label}
+
+    def normalize_images(self, pixels: torch.Tensor) -> torch.Tensor:
+        """uint8 ``(..., 3, H, W)`` -> float32 ``(x / 255 - mean) / std`` on the pixels' device.
+
+        The same correctly rounded float32 operations as :func:`image_to_tensor` (the 255 is a
+        tensor on that device: CUDA would turn a Python scalar divisor into a reciprocal multiply).
+        """
+        dev = pixels.device
+        mean = torch.tensor(self.mean, dtype=torch.float32, device=dev).view(3, 1, 1)
+        std = torch.tensor(self.std, dtype=torch.float32, device=dev).view(3, 1, 1)
+        return (pixels.float() / torch.tensor(255.0, device=dev) - mean) / std

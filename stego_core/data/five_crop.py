@@ -66,7 +66,7 @@ def _crop_one(sample: Sample, tmp: Path, *, crop_ratio: float, num_classes: int 
     label = None
     if sample.label is not None:
         label = load_label(sample.label, size=image.size, num_classes=num_classes,
-                           label_map=label_map, ignore_index=ignore_index)
+                           label_map=label_map, ignore_index=ignore_index, image=sample.image)
         if label.max() > 255:
             raise DataError(f"label {sample.label} holds ids up to {int(label.max())} after "
                             f"mapping {label_map!r}; five-crop stores labels as 8-bit PNGs "

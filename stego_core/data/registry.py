@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -180,12 +181,13 @@ def resolve_data_root(data_root: str | os.PathLike | None) -> Path:
 
 
 def dataset_samples(
-    name: str, split: str, data_root: str | os.PathLike | None, *, limit: int | None = None
+    name: str, split: str, data_root: str | os.PathLike | None, *, limit: int | None = None,
+    exclude: Iterable[str] = (),
 ) -> list[Sample]:
     """List the samples of ``split`` of the registered dataset ``name`` under the data root.
 
     Images come from ``<root>/<spec.folder>/<images subfolder>``, labels (matched by stem) from
-    the labels subfolder when the split has one.
+    the labels subfolder when the split has one. ``limit`` and ``exclude`` as in `list_samples`.
 
     Raises:
         ValueError: unknown dataset or split (the valid names are listed).
@@ -209,4 +211,4 @@ def dataset_samples(
             logger.warning("dataset %r split %r has no label folder %s; using it unlabelled",
                            name, split, labels_dir)
             labels_dir = None
-    return list_samples(images_dir, labels_dir, limit=limit)
+    return list_samples(images_dir, labels_dir, limit=limit, exclude=exclude)

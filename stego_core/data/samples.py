@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import DataError
 
-__all__ = ["IMAGE_EXTENSIONS", "LABEL_EXTENSION", "Sample", "list_samples"]
+__all__ = ["IMAGE_EXTENSIONS", "LABEL_EXTENSION", "Sample", "exclude_samples", "list_samples"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,12 +52,22 @@ def _files_by_stem(folder: Path, extensions: frozenset[str], what: str) -> dict[
     return found
 
 
+def exclude_samples(samples: Iterable[Sample], exclude: Iterable[str]) -> list[Sample]:
+    """``samples`` without those whose image or label path (``str(path)``) is in ``exclude``."""
+    drop = set(exclude)
+    if not drop:
+        return list(samples)
+    return [s for s in samples
+            if str(s.image) not in drop and (s.label is None or str(s.label) not in drop)]
+
+
 def list_samples(
     images_dir: str | os.PathLike,
     labels_dir: str | os.PathLike | None = None,
     *,
     limit: int | None = None,
     require_labels: bool = False,
+    exclude: Iterable[str] = (),
 ) -> list[Sample]:
     """List the images of a folder, sorted by stem, each with the label PNG of the same stem.
 
@@ -69,6 +80,9 @@ def list_samples(
         labels_dir: folder of label PNGs, or None for an unlabelled set.
         limit: keep only the first ``limit`` samples (after sorting), for quick runs.
         require_labels: raise if any image has no label.
+        exclude: image or label paths to leave out (see `exclude_samples`), e.g. the bad files
+            preflight found under ``data.bad_files=skip``; applied after ``limit``, before the
+            label check.
 
     Raises:
         DataError: a folder is missing or not a folder, holds no images, two images share a stem,
@@ -98,13 +112,15 @@ def list_samples(
     stems = sorted(images)
     if limit is not None:
         stems = stems[:limit]
-    missing = [s for s in stems if s not in labels]
+    samples = exclude_samples(
+        [Sample(stem=s, image=images[s], label=labels.get(s)) for s in stems], exclude)
+    missing = [s.stem for s in samples if s.label is None]
     if labels_dir is not None and missing:
         shown = ", ".join(missing[:_SHOW]) + (", ..." if len(missing) > _SHOW else "")
         if require_labels:
-            raise DataError(f"{len(missing)} of {len(stems)} images in {images_dir} have no label "
-                            f"<stem>{LABEL_EXTENSION} in {labels_dir} ({shown}); add the labels or "
-                            "remove those images")
+            raise DataError(f"{len(missing)} of {len(samples)} images in {images_dir} have no label "
+                            f"<stem>{LABEL_EXTENSION} in {labels_dir} ({shown}); add the labels, "
+                            "remove those images, or set data.bad_files=skip to leave them out")
         logger.warning("%d of %d images in %s have no label in %s (%s)",
-                       len(missing), len(stems), images_dir, labels_dir, shown)
-    return [Sample(stem=s, image=images[s], label=labels.get(s)) for s in stems]
+                       len(missing), len(samples), images_dir, labels_dir, shown)
+    return samples

@@ -88,7 +88,7 @@ def test_corrupt_images_raise_naming_the_file(tmp_path, content):
     jpeg = _jpeg_bytes()
     data = {"truncated": jpeg[: len(jpeg) // 2], "empty": b"", "text": b"not an image\n"}[content]
     path.write_bytes(data)
-    reason = {"truncated": "truncated", "empty": "cannot identify", "text": "cannot identify"}[content]
+    reason = {"truncated": "truncated", "empty": r"the file is empty \(0 bytes\)", "text": "cannot identify"}[content]
     with pytest.raises(DataError, match=rf"cannot read image .*{content}\.jpg: .*{reason}.*fix or remove it"):
         load_image(path)
 
@@ -122,7 +122,7 @@ def test_label_modes_and_mapping(tmp_path):
 def test_label_errors_name_the_file(tmp_path):
     Image.fromarray(np.array([[0, 12, 13, 255]], dtype=np.uint8)).save(tmp_path / "bad.png")
     with pytest.raises(DataError, match=r"label .*bad\.png holds ids \[12, 13\] outside the "
-                                        r"expected range 0\.\.10 \(plus 255 = ignore\)"):
+                                        r"expected range 0\.\.10 of 11 classes \(plus 255 = ignore\)"):
         load_label(tmp_path / "bad.png", size=None, num_classes=11)
     with pytest.raises(DataError, match=r"label .*bad\.png is 4x1 \(WxH\) but its image is 480x360"):
         load_label(tmp_path / "bad.png", size=(480, 360), num_classes=256, ignore_index=256)
