@@ -22,7 +22,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from flows.deploy import free_port, start_server, stop_process  # noqa: E402
+from flows.deploy import LocalCluster  # noqa: E402
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -64,30 +64,23 @@ def main() -> None:
         sys.exit(f"no Chromium at {args.chromium}: apt-get install chromium, or pass --chromium PATH")
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="stego-ui-") as tmp:
-        base, port = Path(tmp), free_port()
-        url = f"http://127.0.0.1:{port}/api"
-        env = {**os.environ, "PREFECT_HOME": str(base / "prefect"), "PREFECT_API_URL": url, "STEGO_HOME": str(base / "stego")}
-        server = start_server(port, env=env, log=base / "server.log")
-        try:
-            stego = str(Path(sys.executable).with_name("stego"))
-            subprocess.run([stego, "deploy", "--name", args.deployment.split("/")[1]], env=env, check=True)
+        env = {**os.environ, "STEGO_HOME": str(Path(tmp) / "stego")}
+        with LocalCluster(Path(tmp), env, deployments=[args.deployment.split("/")[1]]) as cluster:
             from prefect.client.orchestration import get_client
             from prefect.settings import PREFECT_API_URL, temporary_settings
 
-            with temporary_settings(updates={PREFECT_API_URL: url}), get_client(sync_client=True) as client:
+            with temporary_settings(updates={PREFECT_API_URL: cluster.url}), get_client(sync_client=True) as client:
                 deployment = client.read_deployment_by_name(args.deployment)
-            page = f"http://127.0.0.1:{port}/deployments/deployment/{deployment.id}/run"
+            page = f"http://127.0.0.1:{cluster.port}/deployments/deployment/{deployment.id}/run"
             png = args.out / "prefect_run_form.png"
-            shot = chromium(args.chromium, page, base / "profile", f"--screenshot={png}", f"--window-size={args.size}")
+            shot = chromium(args.chromium, page, Path(tmp) / "profile", f"--screenshot={png}", f"--window-size={args.size}")
             if not png.exists():
                 sys.exit(f"Chromium wrote no screenshot:\n{shot.stderr[-3000:]}")
-            dom = chromium(args.chromium, page, base / "profile2", "--dump-dom").stdout
+            dom = chromium(args.chromium, page, Path(tmp) / "profile2", "--dump-dom").stdout
             parser = TextOf()
             parser.feed(dom)
             (args.out / "prefect_run_form.json").write_text(json.dumps({"url": page, "text": parser.parts}, indent=1))
             print(f"wrote {png} and {args.out / 'prefect_run_form.json'} ({len(parser.parts)} text items) from {page}")
-        finally:
-            stop_process(server)
 
 
 if __name__ == "__main__":

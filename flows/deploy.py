@@ -218,3 +218,52 @@ def stop_process(proc: subprocess.Popen, timeout_s: float = 30) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+class LocalCluster:
+    """A Prefect server on 127.0.0.1, the deployments registered, and process workers: the whole
+    scale-out path on one machine (the end-to-end tests, ``bench/ui_screenshot.py``, ``bench/queue_load.py``).
+
+    ``workers`` maps a pool to its concurrency limit; ``env`` is the environment of every process
+    (give it its own ``PREFECT_HOME``, ``STEGO_HOME``, ``MLFLOW_TRACKING_URI``). Logs go to ``logs/``.
+    """
+
+    def __init__(self, base: Path, env: dict[str, str], workers: dict[str, int] | None = None,
+                 deployments: list[str] | None = None, result_storage: str | None = None) -> None:
+        self.base, self.port = Path(base), free_port()
+        self.url = f"http://127.0.0.1:{self.port}/api"
+        self.env = {**env, "PREFECT_HOME": env.get("PREFECT_HOME", str(self.base / "prefect")), "PREFECT_API_URL": self.url,
+                    "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_WORKER_QUERY_SECONDS": "2"}
+        self.env.pop("PREFECT_LOCAL_STORAGE_PATH", None)
+        self.workers, self.deployments, self.result_storage = workers or {}, deployments, result_storage
+        self.logs = self.base / "logs"
+        self.procs: list[subprocess.Popen] = []
+        self.deploy_output = ""
+
+    def __enter__(self) -> LocalCluster:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        stego = str(Path(sys.executable).with_name("stego"))
+        try:
+            self.procs.append(start_server(self.port, env=self.env, log=self.logs / "server.log"))
+            args = [stego, "deploy"] + [f"--name={n}" for n in self.deployments or []]
+            args += ["--result-storage", self.result_storage] if self.result_storage else []
+            done = subprocess.run(args, env=self.env, capture_output=True, text=True, timeout=300)
+            if done.returncode != 0:
+                raise RuntimeError(f"stego deploy failed:\n{done.stdout}\n{done.stderr}")
+            self.deploy_output = done.stdout
+            for pool, limit in self.workers.items():
+                log = open(self.logs / f"worker-{pool}.log", "w")
+                self.procs.append(subprocess.Popen([stego, "worker", "--pool", pool, "--limit", str(limit), "--name", f"{pool}-local"],
+                                                   env=self.env, stdout=log, stderr=subprocess.STDOUT))
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for proc in reversed(self.procs):
+            stop_process(proc)
+        self.procs.clear()
+
+    def logs_tail(self, chars: int = 2500) -> str:
+        return "\n".join(f"--- {p.name}\n{p.read_text()[-chars:]}" for p in sorted(self.logs.glob("*.log")))

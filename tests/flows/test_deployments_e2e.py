@@ -5,80 +5,63 @@ triggered through the API the way the UI's Run button does (tiny CamVid subset, 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from flows.deploy import free_port, start_server, stop_process
+from flows.deploy import LocalCluster
 from stego_core.presets import build_config
 from tests_helpers import TINY
 
 pytestmark = pytest.mark.slow
 
-STEGO = str(Path(sys.executable).with_name("stego"))
 BACKBONES = ["dino_vits8", "resnet50"]
 SWEEP_TIMEOUT_S = 900
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory, camvid_root: Path) -> Iterator[dict]:
+def cluster(tmp_path_factory: pytest.TempPathFactory, camvid_root: Path) -> Iterator[LocalCluster]:
     """Server + `stego deploy` + a cpu worker (sweep parents) + a gpu-pool worker (children, limit 1)."""
     base = tmp_path_factory.mktemp("cluster")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/api"
-    env = {**os.environ, "PREFECT_HOME": str(base / "prefect"), "PREFECT_API_URL": url,
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_WORKER_QUERY_SECONDS": "2",
-           "PREFECT_LOGGING_TO_API_BATCH_INTERVAL": "1", "STEGO_HOME": str(base / "stego"),
+    env = {**os.environ, "PREFECT_LOGGING_TO_API_BATCH_INTERVAL": "1", "STEGO_HOME": str(base / "stego"),
            "STEGO_DATA_ROOT": str(camvid_root), "MLFLOW_TRACKING_URI": f"sqlite:///{base / 'mlflow.db'}"}
-    env.pop("PREFECT_LOCAL_STORAGE_PATH", None)
-    logs = base / "logs"
-    logs.mkdir()
-    procs: list[subprocess.Popen] = []
-    try:
-        procs.append(start_server(port, env=env, log=logs / "server.log"))
-        deployed = subprocess.run([STEGO, "deploy", "--result-storage", str(base / "results")], env=env,
-                                  capture_output=True, text=True, timeout=300)
-        assert deployed.returncode == 0, deployed.stdout + deployed.stderr
-        for pool, limit in (("cpu", 2), ("gpu", 1)):
-            log = logs / f"worker-{pool}.log"
-            procs.append(subprocess.Popen([STEGO, "worker", "--pool", pool, "--limit", str(limit), "--name", f"{pool}-test"],
-                                          env=env, stdout=log.open("w"), stderr=subprocess.STDOUT))
-        yield {"env": env, "url": url, "logs": logs, "deploy_output": deployed.stdout, "tracking_uri": env["MLFLOW_TRACKING_URI"]}
-    finally:
-        for proc in reversed(procs):
-            stop_process(proc)
+    with LocalCluster(base, env, workers={"cpu": 2, "gpu": 1}, result_storage=str(base / "results")) as running:
+        yield running
 
 
 @pytest.fixture
-def client(cluster: dict):
+def client(cluster: LocalCluster):
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    with temporary_settings(updates={PREFECT_API_URL: cluster["url"]}), get_client(sync_client=True) as c:
+    with temporary_settings(updates={PREFECT_API_URL: cluster.url}), get_client(sync_client=True) as c:
         yield c
 
 
-def logs_tail(cluster: dict) -> str:
-    return "\n".join(f"--- {p.name}\n{p.read_text()[-2500:]}" for p in sorted(cluster["logs"].glob("*.log")))
+def tiny_config():
+    return build_config(overrides=TINY + ["embed.pretrained=false", "embed.backbone=dino_vits8",
+                                          "embed.eval_resolution=160", "name=sweep-e2e"])
 
 
-def run_sweep_via_api(client, cluster: dict) -> object:
-    """POST /deployments/{id}/create_flow_run (the UI's Run button), then wait until final."""
-    config = build_config(overrides=TINY + ["embed.pretrained=false", "embed.eval_resolution=160", "name=sweep-e2e"])
-    deployment = client.read_deployment_by_name("backbone_sweep/backbone-sweep")
-    run = client.create_flow_run_from_deployment(deployment.id, parameters={
-        "config": config.model_dump(mode="json"), "backbones": BACKBONES, "tracking_uri": cluster["tracking_uri"]})
-    deadline = time.monotonic() + SWEEP_TIMEOUT_S
+def wait_final(client, run, cluster: LocalCluster, timeout_s: float = SWEEP_TIMEOUT_S):
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         run = client.read_flow_run(run.id)
         if run.state is not None and run.state.is_final():
             return run
         time.sleep(2)
-    raise AssertionError(f"sweep not final after {SWEEP_TIMEOUT_S} s\n{logs_tail(cluster)}")
+    raise AssertionError(f"flow run not final after {timeout_s} s\n{cluster.logs_tail()}")
+
+
+def run_sweep_via_api(client, cluster: LocalCluster) -> object:
+    """POST /deployments/{id}/create_flow_run (the UI's Run button), then wait until final."""
+    deployment = client.read_deployment_by_name("backbone_sweep/backbone-sweep")
+    run = client.create_flow_run_from_deployment(deployment.id, parameters={
+        "config": tiny_config().model_dump(mode="json"), "backbones": BACKBONES,
+        "tracking_uri": cluster.env["MLFLOW_TRACKING_URI"]})
+    return wait_final(client, run, cluster)
 
 
 def children_of(client, parent_id) -> list:
@@ -87,10 +70,10 @@ def children_of(client, parent_id) -> list:
     return client.read_flow_runs(flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[parent_id])))
 
 
-def test_deploy_registers_every_deployment_with_its_pool(cluster: dict, client) -> None:
+def test_deploy_registers_every_deployment_with_its_pool(cluster: LocalCluster, client) -> None:
     for name in ("stego_pipeline/stego-pipeline", "backbone_sweep/backbone-sweep", "param_sweep/param-sweep",
                  "stego_predict/stego-predict"):
-        assert f"deployed {name}" in cluster["deploy_output"]
+        assert f"deployed {name}" in cluster.deploy_output
     pools = {d.name: d.work_pool_name for d in client.read_deployments()}
     assert pools == {"stego-pipeline": "gpu", "backbone-sweep": "cpu", "param-sweep": "cpu", "stego-predict": "gpu"}
     assert {p.name: p.type for p in client.read_work_pools()} == {"gpu": "process", "cpu": "process"}
@@ -111,11 +94,11 @@ def test_parameter_schema_is_the_config_model_with_defaults_and_bounds(client) -
     assert set(sweep["properties"]["backbones"]["items"]["enum"]) >= set(BACKBONES)
 
 
-def test_backbone_sweep_runs_children_on_the_gpu_worker_nested_in_prefect_and_mlflow(cluster: dict, client) -> None:
+def test_backbone_sweep_runs_children_on_the_gpu_worker_nested_in_prefect_and_mlflow(cluster: LocalCluster, client) -> None:
     from mlflow import MlflowClient
 
     parent = run_sweep_via_api(client, cluster)
-    assert parent.state.is_completed(), f"{parent.state.name}: {parent.state.message}\n{logs_tail(cluster)}"
+    assert parent.state.is_completed(), f"{parent.state.name}: {parent.state.message}\n{cluster.logs_tail()}"
     assert parent.work_pool_name == "cpu"
     summary = parent.state.result()  # read back from the result storage `stego deploy` set
     assert [c["label"] for c in summary["children"]] == [f"embed.backbone={b}" for b in BACKBONES]
@@ -129,7 +112,7 @@ def test_backbone_sweep_runs_children_on_the_gpu_worker_nested_in_prefect_and_ml
         assert child.infrastructure_pid  # started by the worker as its own process
     assert {str(c.id) for c in children} == {c["flow_run_id"] for c in summary["children"]}
 
-    mlflow = MlflowClient(tracking_uri=cluster["tracking_uri"])
+    mlflow = MlflowClient(tracking_uri=cluster.env["MLFLOW_TRACKING_URI"])
     experiment = mlflow.get_experiment_by_name("sweep-e2e")
     runs = mlflow.search_runs([experiment.experiment_id])
     parent_run = summary["mlflow_run_id"]
@@ -143,9 +126,32 @@ def test_backbone_sweep_runs_children_on_the_gpu_worker_nested_in_prefect_and_ml
         assert not all(child["cached"].values())  # the first sweep computed
 
     again = run_sweep_via_api(client, cluster)
-    assert again.state.is_completed(), f"{again.state.name}: {again.state.message}\n{logs_tail(cluster)}"
+    assert again.state.is_completed(), f"{again.state.name}: {again.state.message}\n{cluster.logs_tail()}"
     second = again.state.result()
     for child in second["children"]:
         assert child["cached"] and all(child["cached"].values()), child["cached"]
     firsts = {c["label"]: c["metrics"] for c in summary["children"]}
     assert {c["label"]: c["metrics"] for c in second["children"]} == firsts
+
+
+def test_eight_children_queue_on_one_worker_and_all_complete_one_at_a_time(cluster: LocalCluster, client) -> None:
+    """Load: 8 children on the gpu pool's single worker (limit 1). They differ only in the CRF, so
+    every stage above the CRF predictions is a cache hit and the run measures the queue itself."""
+    deployment = client.read_deployment_by_name("param_sweep/param-sweep")
+    started = time.monotonic()
+    run = client.create_flow_run_from_deployment(deployment.id, parameters={
+        "config": tiny_config().model_dump(mode="json"), "grid": {"crf.iterations": list(range(1, 9))},
+        "tracking": False})
+    parent = wait_final(client, run, cluster)
+    wall = time.monotonic() - started
+    assert parent.state.is_completed(), f"{parent.state.message}\n{cluster.logs_tail()}"
+    children = sorted(children_of(client, parent.id), key=lambda r: r.start_time)
+    assert len(children) == 8 and all(c.state.is_completed() and c.work_pool_name == "gpu" for c in children)
+    assert sorted(c.parameters["config"]["crf"]["iterations"] for c in children) == list(range(1, 9))
+    for before, after in zip(children, children[1:]):  # one at a time: no two children overlap
+        assert after.start_time >= before.end_time, (before.name, after.name)
+    busy = sum(c.total_run_time.total_seconds() for c in children)
+    queue = (children[-1].end_time - children[0].start_time).total_seconds() - busy
+    print(f"\n8 children: sweep wall {wall:.1f} s, child run time {busy:.1f} s, "
+          f"gaps between children {queue:.1f} s ({queue / 7:.1f} s per hand-over)")
+    assert queue / 7 < 60  # hand-over between queued runs: worker poll (2 s here) + process start
