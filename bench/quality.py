@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "quality.json"
 PRESET = "camvid-dinov2s14"
 SWEEP_GRID = {"loss.q_self": [0.3, 0.5, 0.7], "loss.q_rand": [0.7, 0.8]}
-DYNAMICS_STEPS = [100, 200, 400, 800, 1600]
+DYNAMICS_STEPS = [100, 400, 1600]
 METHODS = ["raw_kmeans", "raw_linear", "stego_cluster", "stego_cluster_crf", "stego_linear"]
 
 
@@ -59,9 +59,11 @@ def mean_std(values: list[float]) -> dict:
             "values": values}
 
 
-def phase_seeds(seeds: list[int], root: str) -> dict:
+def phase_seeds(seeds: list[int], root: str, save=lambda part: None) -> dict:
+    """Every seed on val and test; ``save`` gets the summary of the seeds done so far after each one."""
     per_seed: dict[str, dict] = {"val": {}, "test": {}}
     per_class = {}
+    done: list[int] = []
     for seed in seeds:
         for split in ("val", "test"):
             t0 = time.perf_counter()
@@ -71,13 +73,20 @@ def phase_seeds(seeds: list[int], root: str) -> dict:
                 per_class[seed] = {m: v["per_class_iou"] for m, v in result["metrics"].items()}
             print(f"seed {seed} {split}: " + ", ".join(f"{m} {100 * v['mIoU']:.1f}" for m, v in scores(result).items())
                   + f" ({time.perf_counter() - t0:.0f} s)", flush=True)
+        done.append(seed)
+        save(seeds_summary(done, per_seed, per_class))
+    return seeds_summary(done, per_seed, per_class)
+
+
+def seeds_summary(seeds: list[int], per_seed: dict, per_class: dict) -> dict:
     summary = {split: {m: {k: mean_std([per_seed[split][s][m][k] for s in seeds]) for k in ("accuracy", "mIoU")}
                        for m in per_seed[split][seeds[0]]} for split in per_seed}
     classes = list(per_class[seeds[0]]["stego_cluster"])
-    test_per_class = {m: {c: statistics.fmean(v for s in seeds if (v := per_class[s][m][c]) is not None)
-                          if any(per_class[s][m][c] is not None for s in seeds) else None for c in classes}
-                      for m in per_class[seeds[0]]}
-    return {"preset": PRESET, "seeds": seeds, "summary": summary, "per_seed": per_seed, "test_per_class_iou": test_per_class}
+    test_per_class = {m: {c: statistics.fmean(vals) if (vals := [per_class[s][m][c] for s in seeds
+                                                                   if per_class[s][m][c] is not None]) else None
+                          for c in classes} for m in per_class[seeds[0]]}
+    return {"preset": PRESET, "seeds": seeds, "summary": summary, "per_seed": {k: {str(s): v[s] for s in seeds} for k, v in per_seed.items()},
+            "test_per_class_iou": test_per_class}
 
 
 def phase_sweep(root: str) -> dict:
@@ -157,7 +166,7 @@ def main() -> None:
     for phase in phases:
         t0 = time.perf_counter()
         if phase == "seeds":
-            out["seeds"] = phase_seeds(args.seeds, root)
+            out["seeds"] = phase_seeds(args.seeds, root, save=lambda part: write(out, seeds=part))
         elif phase == "sweep":
             out["sweep"] = phase_sweep(root)
         elif phase == "dynamics":
@@ -166,10 +175,15 @@ def main() -> None:
         else:
             out["figure"] = phase_figure(root, ROOT / "docs" / "quality_test_examples.png")
         out.setdefault("wall_s", {})[phase] = round(time.perf_counter() - t0, 1)
-        out["machine"] = machine()
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps(out, indent=1))
+        write(out)
         print(f"phase {phase}: {out['wall_s'][phase]:.0f} s -> {RESULTS}", flush=True)
+
+
+def write(out: dict, **parts) -> None:
+    """Merge ``parts`` into ``out`` and write the JSON (after every seed, so a stopped run keeps what it did)."""
+    out.update(parts, machine=machine())
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(out, indent=1))
 
 
 def machine() -> dict:
