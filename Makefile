@@ -5,6 +5,8 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 export STEGO_DATA_ROOT ?= $(abspath ../shared/data)
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+# OpenMP threads sleep instead of spinning while they wait: much faster forward passes on 2 shared cores.
+export OMP_WAIT_POLICY ?= PASSIVE
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 
 .PHONY: install demo test test-fast clean

@@ -100,10 +100,11 @@ def prefetch_batches(dataset, batch_size: int, workers: int, *, pin: bool = Fals
             yield batch
 
 
-def process_batches(dataset, batch_size: int, workers: int, *, pin: bool = False, prefetch: int = 4) -> Iterator[dict]:
+def process_batches(dataset, batch_size: int, workers: int, *, pin: bool = False, prefetch: int = 2) -> Iterator[dict]:
     """The same batches as :func:`prefetch_batches`, decoded by ``workers`` processes, each
-    ``prefetch`` batches ahead. The workers fork from a fork server that has imported the data code
-    and the main module's imports once, so they start fast and inherit no threads or CUDA state."""
+    ``prefetch`` batches ahead (held in /dev/shm: 16 workers x 2 x 64 images at 322 px ~ 0.8 GB).
+    The workers fork from a fork server that has imported the data code and the main module's
+    imports once, so they start fast and inherit no threads or CUDA state."""
     if workers < 1:
         return prefetch_batches(dataset, batch_size, 1, pin=pin)
     ctx = multiprocessing.get_context("forkserver")

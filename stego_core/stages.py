@@ -115,7 +115,7 @@ def embed_stage(cfg: ExperimentConfig, role: Role, out_dir: Path, crop_dir: Path
     )
     summary = extract_features(
         backbone, dataset, out_dir, batch_size=e.batch_size, num_workers=e.num_workers,
-        device=resolve_device(cfg.device), flip=(role == "eval" and e.flip_tta),
+        device=resolve_device(cfg.device), flip=(role == "eval" and e.flip_tta), loader=e.loader,
     )
     return {**summary, "backbone": e.backbone, "resolution": resolution, "num_classes": info.num_classes}
 
