@@ -116,7 +116,7 @@ def dynamics_section(q: dict | None) -> str:
         mark = " (preset)" if r["steps"] == d["preset_steps"] else ""
         lines.append(f"| {r['steps']}{mark} | {pct(r['stego_cluster']['mIoU'])} | {pct(r['stego_linear']['mIoU'])} |")
     lines += ["", f"The preset's schedule is fixed at {d['preset_steps']} steps (no label-free checkpoint signal was"
-              " found that tracks val mIoU; see the anchor). ![dynamics](quality_dynamics.png)"]
+              " found that tracks val mIoU; see the anchor).", "", "![dynamics](quality_dynamics.png)"]
     return "\n".join(lines) + "\n"
 
 
@@ -231,6 +231,13 @@ def e2e_section() -> str:
     return "\n".join(lines) + "\n"
 
 
+def figure_section() -> str:
+    if not (ROOT / "docs" / "quality_test_examples.png").exists():
+        return missing("the test-image figure", "python bench/quality.py --phase figure")
+    return ("![test examples](quality_test_examples.png)\n\n_Test images (`python bench/quality.py --phase figure`):"
+            " image, ground truth, raw k-means, STEGO, STEGO + CRF, colour-matched to the classes._\n")
+
+
 def machine_line(q: dict | None) -> str:
     m = (q or {}).get("machine") or {}
     return (f"CPU numbers: {m.get('cpu_count', 2)} cores, 24 GB, {m.get('platform', 'Linux')}, torch {m.get('torch', '')};"
@@ -249,9 +256,7 @@ regenerates this page). {machine_line(q)}
 `python bench/quality.py --phase seeds --seeds 0 1 2`
 
 {quality_section(q)}
-![test examples](quality_test_examples.png)
-
-_Test images (`python bench/quality.py --phase figure`): image, ground truth, raw k-means, STEGO, STEGO + CRF._
+{figure_section()}
 
 ### Label-free against label-tuned
 
