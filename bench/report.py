@@ -31,6 +31,9 @@ def pct(x: float | None, digits: int = 1) -> str:
 
 
 def pm(stat: dict) -> str:
+    """``mean ± std``, or the one value when only one seed ran (no spread to show)."""
+    if len(stat.get("values", [])) == 1:
+        return f"{100 * stat['mean']:.1f}"
     return f"{100 * stat['mean']:.1f} ± {100 * stat['std']:.1f}"
 
 
@@ -58,8 +61,10 @@ def quality_section(q: dict | None) -> str:
         return missing("the CamVid quality table", "python bench/quality.py --phase seeds")
     s = q["seeds"]
     anchor = anchor_table()
+    spread = ("mean ± std over the seeds" if len(s["seeds"]) > 1 else
+              "**one seed only: the protocol's 3 seeds have not all been run yet, so there is no spread to report**")
     lines = [f"Preset `{s['preset']}`, trained on CamVid train (367 images, five-cropped), seeds {s['seeds']};"
-             " accuracy / mIoU in %, mean ± std over the seeds. Nothing in this table used labels to choose"
+             f" accuracy / mIoU in %, {spread}. Nothing in this table used labels to choose"
              " a setting except the linear probes, which are supervised by definition; the preset's"
              " schedule was picked on val in an earlier session (see the README), never on test.", "",
              "| method | val acc | val mIoU | test acc | test mIoU | anchor val (acc / mIoU) | anchor test (acc / mIoU) |",
