@@ -288,6 +288,10 @@ def sweep(
                 if not sep or not values.strip():
                     raise ConfigError(f"--grid {item!r} must look like field=v1,v2, e.g. loss.b_self=0.05,0.1")
                 params["grid"][key.strip()] = yaml.safe_load(f"[{values}]")
+        from flows.sweeps import backbone_point, grid_points, sweep_children
+
+        points = [backbone_point(base, b) for b in backbone] if backbone else grid_points(params["grid"])
+        sweep_children(base, points)  # every point checked here, before a server is started or contacted
         summary = run_sweep_command(kind, params, local=local, wait=wait)
     except (*USER_ERRORS, ConnectionError) as exc:
         fail(exc)

@@ -67,3 +67,30 @@ def test_result_storage_on_an_fsspec_url_is_the_server_default_and_holds_flow_re
     finally:
         with get_client(sync_client=True) as client:
             client.clear_server_default_result_storage()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--grid", "loss.b_self"], "must look like field=v1,v2"),
+    (["--backbone", "resnet50", "--grid", "loss.b_self=0.1,0.2"], "either --backbone"),
+    ([], "either --backbone"),
+    (["--grid", "loss.b_slef=0.1,0.2", "--local"], "unknown config key 'loss.b_slef'"),
+])
+def test_sweep_command_refuses_bad_arguments_before_contacting_a_server(args, message) -> None:
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    result = CliRunner().invoke(app, ["sweep", *args])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+
+
+def test_sweep_grid_values_are_typed() -> None:
+    from flows.cli import sweep_table
+
+    summary = {"children": [{"label": "loss.b_self=0.1", "state": "Completed",
+                             "metrics": {"stego_cluster": {"accuracy": 0.5, "mIoU": 0.25}}},
+                            {"label": "loss.b_self=0.2", "state": "Failed"}]}
+    table = sweep_table(summary).splitlines()
+    assert "25.0%" in table[1] and "Completed" in table[1]
+    assert "Failed" in table[2] and table[2].rstrip().endswith("-")
