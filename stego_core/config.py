@@ -74,16 +74,16 @@ class KnnConfig(_Strict):
 class LossConfig(_Strict):
     shift_mode: Literal["fixed", "calibrated"] = Field(
         "calibrated", description="fixed: use b_*; calibrated: b_* = quantiles q_* of the training correlations (label-free)")
-    w_self: float = Field(0.67, ge=0.0)
-    w_knn: float = Field(0.25, ge=0.0)
-    w_rand: float = Field(0.63, ge=0.0)
-    b_self: float = Field(0.08, ge=-1.0, le=1.0)
-    b_knn: float = Field(0.02, ge=-1.0, le=1.0)
-    b_rand: float = Field(0.66, ge=-1.0, le=1.0)
-    q_self: float = Field(0.5, ge=0.0, le=1.0)
-    q_knn: float = Field(0.5, ge=0.0, le=1.0)
-    q_rand: float = Field(0.8, ge=0.0, le=1.0)
-    calibration_batches: int = Field(20, ge=1)
+    w_self: float = Field(0.67, ge=0.0, description="weight of the image-with-itself term")
+    w_knn: float = Field(0.25, ge=0.0, description="weight of the image-with-KNN-partner term")
+    w_rand: float = Field(0.63, ge=0.0, description="weight of the image-with-random-image term")
+    b_self: float = Field(0.08, ge=-1.0, le=1.0, description="self shift (shift_mode=fixed)")
+    b_knn: float = Field(0.02, ge=-1.0, le=1.0, description="KNN shift (shift_mode=fixed)")
+    b_rand: float = Field(0.66, ge=-1.0, le=1.0, description="random shift (shift_mode=fixed)")
+    q_self: float = Field(0.5, ge=0.0, le=1.0, description="self shift = this quantile of self-pair correlations (calibrated)")
+    q_knn: float = Field(0.5, ge=0.0, le=1.0, description="KNN shift = this quantile of KNN-pair correlations (calibrated)")
+    q_rand: float = Field(0.8, ge=0.0, le=1.0, description="random shift = this quantile of random-pair correlations (calibrated)")
+    calibration_batches: int = Field(20, ge=1, description="training batches sampled to calibrate the shifts")
     pointwise: bool = True
     add_back_mean: bool = Field(True, description="after pointwise centering add back the global mean (as the reference)")
     zero_clamp: bool = True
