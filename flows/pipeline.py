@@ -113,11 +113,11 @@ def run_stages(cfg: ExperimentConfig, store: str, output: str | None, tracker: R
     k, names = eval_info.num_classes, list(eval_info.class_names)
     artifacts = open_store(store)
 
-    def run(task, stage: str, inputs: dict, task_args: dict | None = None, **args) -> dict:
+    def run(task, stage: str, inputs: dict, task_args: dict | None = None, of: ExperimentConfig = cfg, **args) -> dict:
         """The task's ref, its ``path`` made a folder on this machine: a ref computed (or cached by
         Prefect) on another worker names that worker's folder; a remote store is read back here.
-        ``args`` are keyed stage arguments, ``task_args`` unkeyed task parameters."""
-        ref = task(config=stage_view(stage, cfg, **args), inputs={n: v for n, v in inputs.items() if v}, store_root=store,
+        ``args`` are keyed stage arguments, ``task_args`` unkeyed task parameters, ``of`` the config."""
+        ref = task(config=stage_view(stage, of, **args), inputs={n: v for n, v in inputs.items() if v}, store_root=store,
                    **(task_args or {}))
         if not Path(ref["path"]).is_dir():
             ref = {**ref, "path": str(artifacts.open(ref["stage"], ref["key"]).path)}
@@ -138,10 +138,12 @@ def run_stages(cfg: ExperimentConfig, store: str, output: str | None, tracker: R
     # Linear probes need training labels; an unlabelled training folder gets the cluster methods only.
     labelled = any(s.label is not None for s in split_info(cfg, "train").samples)
     readouts = {}
-    for name, head_key in (("stego", head["key"]), ("raw", None)):
+    # The raw-feature baselines are the paper's: k-means best of kmeans_restarts by objective, whatever
+    # readout options the STEGO code uses.
+    for name, head_key, of in (("stego", head["key"], cfg), ("raw", None, baseline_config(cfg)))[: 2 if cfg.baselines else 1]:
         inputs = {"embed": emb_train["key"], "head": head_key}
-        method = cfg.cluster.method if head_key else "kmeans"
-        readouts[f"{name}_cluster"] = ("cluster", run(cluster_task, "cluster", inputs, num_classes=k, method=method))
+        readouts[f"{name}_cluster"] = ("cluster", run(cluster_task, "cluster", inputs, of=of, num_classes=k,
+                                                      method=of.cluster.method))
         if labelled:
             readouts[f"{name}_linear"] = ("linear_probe", run(linear_probe_task, "linear_probe", inputs, num_classes=k))
     tracker.log_probes({name: Path(ref["path"]) for name, (_, ref) in readouts.items()})
@@ -182,6 +184,12 @@ def run_stages(cfg: ExperimentConfig, store: str, output: str | None, tracker: R
         tracker.log_result(result, files, figures)
         result.update(mlflow_run_id=tracker.run_id, tracking_uri=redact(tracker.tracking_uri))
     return result
+
+
+def baseline_config(cfg: ExperimentConfig) -> ExperimentConfig:
+    """``cfg`` with the raw-feature k-means baseline's readout: best of ``kmeans_restarts`` by objective."""
+    cluster = cfg.cluster.model_copy(update={"method": "kmeans", "select": "objective", "refine_steps": 0})
+    return cfg.model_copy(update={"cluster": cluster})
 
 
 def model_files(head_dir: Path, cluster_dir: Path, linear_dir: Path | None) -> list[Path]:

@@ -72,8 +72,10 @@ class KnnConfig(_Strict):
 
 
 class LossConfig(_Strict):
-    shift_mode: Literal["fixed", "calibrated"] = Field(
-        "calibrated", description="fixed: use b_*; calibrated: b_* = quantiles q_* of the training correlations (label-free)")
+    shift_mode: Literal["fixed", "calibrated", "per_anchor"] = Field(
+        "calibrated", description="fixed: use b_*; calibrated: b_* = quantiles q_* of the training correlations (label-free); "
+        "per_anchor: each sampled point's shift = the q_anchor quantile of its correlations with random images' points "
+        "(hidden positives mined from the backbone)")
     w_self: float = Field(0.67, ge=0.0, description="weight of the image-with-itself term")
     w_knn: float = Field(0.25, ge=0.0, description="weight of the image-with-KNN-partner term")
     w_rand: float = Field(0.63, ge=0.0, description="weight of the image-with-random-image term")
@@ -83,6 +85,10 @@ class LossConfig(_Strict):
     q_self: float = Field(0.5, ge=0.0, le=1.0, description="self shift = this quantile of self-pair correlations (calibrated)")
     q_knn: float = Field(0.5, ge=0.0, le=1.0, description="KNN shift = this quantile of KNN-pair correlations (calibrated)")
     q_rand: float = Field(0.8, ge=0.0, le=1.0, description="random shift = this quantile of random-pair correlations (calibrated)")
+    q_anchor: float = Field(0.8, ge=0.0, le=1.0, description="per-anchor shift quantile (shift_mode=per_anchor)")
+    w_teacher: float = Field(0.0, ge=0.0, description="weight of the teacher-positives term: distil the EMA teacher's code "
+                             "correlations on KNN and random pairs (needs train.ema_decay > 0)")
+    q_teacher: float = Field(0.8, ge=0.0, le=1.0, description="per-anchor shift quantile of the teacher term")
     calibration_batches: int = Field(20, ge=1, description="training batches sampled to calibrate the shifts")
     pointwise: bool = True
     add_back_mean: bool = Field(True, description="after pointwise centering add back the global mean (as the reference)")
@@ -98,17 +104,27 @@ class TrainConfig(_Strict):
     lr: float = Field(5e-4, gt=0.0)
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     feature_dropout: bool = Field(True, description="channel dropout on the features entering the loss")
+    ema_decay: float = Field(0.0, ge=0.0, lt=1.0, description="keep an EMA teacher of the head with this decay and "
+                             "return it (0 = off); its codes feed loss.w_teacher")
     log_every: int = Field(10, ge=1)
     checkpoint_every: int = Field(100, ge=0, description="save a resumable training checkpoint every N steps (0 = off)")
 
 
 class ClusterConfig(_Strict):
-    method: Literal["probe", "kmeans"] = Field("probe", description="probe: STEGO's SGD cluster probe; kmeans: faiss spherical k-means")
+    method: Literal["probe", "kmeans", "consensus"] = Field(
+        "probe", description="probe: STEGO's SGD cluster probe; kmeans: faiss spherical k-means (restarts chosen by "
+        "cluster.select); consensus: overcluster, then the grouping most of kmeans_restarts k-means runs agree on")
     num_clusters: Optional[int] = Field(None, ge=1, le=255, description="default: number of classes")
+    select: Literal["objective", "balance"] = Field(
+        "objective", description="method=kmeans: keep the restart with the best k-means objective, or the one with the "
+        "most even cluster sizes (label-free; tracks val mIoU on CamVid where the objective does not)")
+    overcluster: int = Field(100, ge=2, le=4096, description="method=consensus: number of fine clusters")
+    refine_steps: int = Field(0, ge=0, description="pseudo-label refinement of the centroids: teacher-student steps "
+                              "with affinity-smoothed pseudo-labels (0 = off)")
     probe_steps: int = Field(1000, ge=1)
     probe_lr: float = Field(5e-3, gt=0.0)
     probe_batch_size: int = Field(32, ge=1)
-    kmeans_restarts: int = Field(5, ge=1)
+    kmeans_restarts: int = Field(5, ge=1, description="k-means restarts (kmeans), or solutions voting (consensus)")
     kmeans_max_tokens: int = Field(500_000, ge=1000, description="token sample for k-means fits")
     temperature: float = Field(2.0, gt=0.0, description="cluster probabilities = softmax(temperature * cosine)")
 
@@ -117,6 +133,9 @@ class LinearConfig(_Strict):
     steps: int = Field(1000, ge=1)
     lr: float = Field(5e-3, gt=0.0)
     batch_size: int = Field(32, ge=1)
+    loss_resolution: Optional[int] = Field(
+        None, ge=1, le=2048, description="score the probe against label class shares pooled to this size (e.g. 64: "
+        "about 10x faster); default: every label pixel")
 
 
 class CrfConfig(_Strict):
@@ -144,3 +163,10 @@ class ExperimentConfig(_Strict):
     linear: LinearConfig = LinearConfig()
     crf: CrfConfig = CrfConfig()
     baselines: bool = Field(True, description="also score raw-feature k-means and linear probe")
+
+    @model_validator(mode="after")
+    def _teacher_needs_ema(self):
+        if self.loss.w_teacher > 0 and self.train.ema_decay == 0:
+            raise ValueError(f"loss.w_teacher={self.loss.w_teacher} needs an EMA teacher: set train.ema_decay "
+                             "(e.g. 0.99) or loss.w_teacher=0")
+        return self

@@ -26,16 +26,20 @@ def spherical_kmeans(
         raise ValueError(f"expected vectors (N, D), got shape {vectors.shape}")
     if k < 1 or k > len(vectors):
         raise ValueError(f"k-means needs 1 <= k <= number of vectors ({len(vectors)}), got k={k}")
-    x = np.ascontiguousarray(vectors, dtype=np.float32)
-    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    x = normalize_rows(vectors)
     km = faiss.Kmeans(
         x.shape[1], k, niter=iterations, nredo=restarts, spherical=True, seed=seed,
         max_points_per_centroid=max_points_per_centroid, verbose=False,
     )
     km.train(x)
     logger.info("spherical k-means: %d x %d -> k=%d, objective %.4f", *x.shape, k, float(km.obj[-1]))
-    centroids = km.centroids.astype(np.float32)
-    return centroids / np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
+    return normalize_rows(km.centroids)
+
+
+def normalize_rows(x: np.ndarray) -> np.ndarray:
+    """Rows of ``x`` scaled to unit L2 norm, as contiguous float32 (all-zero rows stay zero)."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 def tokens(features: np.ndarray, *, max_tokens: int | None = None, seed: int = 0, batch: int = 256) -> np.ndarray:

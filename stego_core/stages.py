@@ -20,6 +20,7 @@ from safetensors.torch import save_file
 from stego_core import calibration
 from stego_core.backbones import create_backbone
 from stego_core.config import ClusterConfig, CrfConfig, ExperimentConfig, LossConfig
+from stego_core.consensus import balanced_kmeans_choice, consensus_kmeans
 from stego_core.crf import CrfParams, dense_crf_batch
 from stego_core.data import (
     DATASETS,
@@ -39,6 +40,7 @@ from stego_core.losses import ContrastiveCorrelationLoss
 from stego_core.metrics import ConfusionMatrix, scores_from_confusion
 from stego_core.predict import cluster_readout, linear_readout, predict
 from stego_core.probes import LinearProbe, train_cluster_probe, train_linear_probe
+from stego_core.refine import refine_centroids
 from stego_core.sampling import PairSampler
 from stego_core.training import apply_head, resolve_device, train_head
 
@@ -133,18 +135,24 @@ def knn_stage(cfg: ExperimentConfig, embed_dir: Path, out_dir: Path) -> dict:
 # ----------------------------------------------------------------------------------- train head
 def loss_from_config(loss: LossConfig, sampler: PairSampler | None) -> tuple[ContrastiveCorrelationLoss, dict]:
     """Build the loss; with ``shift_mode='calibrated'`` measure the shifts on ``sampler``'s batches."""
-    shifts = {"self": loss.b_self, "knn": loss.b_knn, "rand": loss.b_rand}
+    shifts: dict | None = {"self": loss.b_self, "knn": loss.b_knn, "rand": loss.b_rand}
     info: dict = {"shift_mode": loss.shift_mode}
-    if loss.shift_mode == "calibrated":
+    if loss.shift_mode == "per_anchor":
+        shifts = None
+        info["q_anchor"] = loss.q_anchor
+    elif loss.shift_mode == "calibrated":
         stats = calibration.correlation_statistics(
             sampler, batches=loss.calibration_batches, feature_samples=loss.feature_samples,
             pointwise=loss.pointwise, add_back_mean=loss.add_back_mean,
         )
         shifts = calibration.calibrate_shifts(stats, {"self": loss.q_self, "knn": loss.q_knn, "rand": loss.q_rand})
         info["correlation_stats"] = calibration.summarize(stats)
-    info["shifts"] = shifts
+    if shifts is not None:
+        info["shifts"] = shifts
     fn = ContrastiveCorrelationLoss(
         shifts=shifts, weights={"self": loss.w_self, "knn": loss.w_knn, "rand": loss.w_rand},
+        anchor_quantile=loss.q_anchor if loss.shift_mode == "per_anchor" else None,
+        teacher_weight=loss.w_teacher, teacher_quantile=loss.q_teacher,
         feature_samples=loss.feature_samples, neg_samples=loss.neg_samples, pointwise=loss.pointwise,
         add_back_mean=loss.add_back_mean, zero_clamp=loss.zero_clamp,
     )
@@ -170,13 +178,13 @@ def train_stage(
     result = train_head(
         sampler(cfg.seed), loss_fn, in_dim=feats.shape[1], dim=t.dim, steps=t.steps, lr=t.lr,
         dropout=t.dropout, feature_dropout=t.feature_dropout, seed=cfg.seed, log_every=t.log_every, callback=callback,
-        checkpoint_dir=checkpoint_dir, checkpoint_every=t.checkpoint_every,
+        checkpoint_dir=checkpoint_dir, checkpoint_every=t.checkpoint_every, ema_decay=t.ema_decay,
     )
     save_head(result.head, out_dir)
     (out_dir / "history.json").write_text(json.dumps(result.history))
     (out_dir / "loss.json").write_text(json.dumps(loss_info, indent=1))
     final = result.history[-1] if result.history else {}
-    return {"shifts": loss_info["shifts"], "final_loss": final.get("loss"), "steps": t.steps,
+    return {"shifts": loss_info.get("shifts"), "final_loss": final.get("loss"), "steps": t.steps,
             "resumed_from_step": result.resumed_from}
 
 
@@ -203,14 +211,20 @@ def _train_maps(cfg: ExperimentConfig, embed_dir: Path, head_dir: Path | None) -
 
 # -------------------------------------------------------------------------------------- cluster
 def cluster_stage(cfg: ExperimentConfig, embed_dir: Path, head_dir: Path | None, out_dir: Path,
-                  num_classes: int, method: Literal["probe", "kmeans"] | None = None) -> dict:
+                  num_classes: int, method: Literal["probe", "kmeans", "consensus"] | None = None) -> dict:
     c: ClusterConfig = cfg.cluster
     method = method or c.method
     k = c.num_clusters or num_classes
     maps, _ = _train_maps(cfg, embed_dir, head_dir)
-    if method == "kmeans":
-        centroids = spherical_kmeans(tokens(maps, max_tokens=c.kmeans_max_tokens, seed=cfg.seed), k,
-                                     restarts=c.kmeans_restarts, seed=cfg.seed)
+    summary: dict = {}
+    if method in ("kmeans", "consensus"):
+        sample = tokens(maps, max_tokens=c.kmeans_max_tokens, seed=cfg.seed)
+        if method == "consensus":
+            centroids, summary = consensus_kmeans(sample, k, restarts=c.kmeans_restarts, fine=c.overcluster, seed=cfg.seed)
+        elif c.select == "balance":
+            centroids, summary = balanced_kmeans_choice(sample, k, restarts=c.kmeans_restarts, seed=cfg.seed)
+        else:
+            centroids = spherical_kmeans(sample, k, restarts=c.kmeans_restarts, seed=cfg.seed)
     else:
         history: list[dict] = []
         probe = train_cluster_probe(maps, k, steps=c.probe_steps, batch_size=c.probe_batch_size, lr=c.probe_lr,
@@ -218,8 +232,11 @@ def cluster_stage(cfg: ExperimentConfig, embed_dir: Path, head_dir: Path | None,
                                     callback=lambda step, loss: history.append({"step": step, "loss": loss}))
         (out_dir / "history.json").write_text(json.dumps(history))
         centroids = torch.nn.functional.normalize(probe.centroids.detach().cpu(), dim=1).numpy()
+    if c.refine_steps:
+        centroids = refine_centroids(maps, centroids, steps=c.refine_steps, seed=cfg.seed, device=resolve_device(cfg.device))
     np.save(out_dir / "centroids.npy", centroids.astype(np.float32))
-    return {"method": method, "num_clusters": int(k)}
+    (out_dir / "clustering.json").write_text(json.dumps(summary))
+    return {"method": method, "num_clusters": int(k), "refine_steps": c.refine_steps}
 
 
 # --------------------------------------------------------------------------------------- linear
@@ -228,6 +245,7 @@ def linear_stage(cfg: ExperimentConfig, embed_dir: Path, head_dir: Path | None, 
     history: list[dict] = []
     probe = train_linear_probe(maps, labels, num_classes, steps=cfg.linear.steps, batch_size=cfg.linear.batch_size,
                                lr=cfg.linear.lr, seed=cfg.seed, device=str(resolve_device(cfg.device)),
+                               loss_resolution=cfg.linear.loss_resolution,
                                callback=lambda step, loss: history.append({"step": step, "loss": loss}))
     (out_dir / "history.json").write_text(json.dumps(history))
     save_file({k: v.contiguous().cpu() for k, v in probe.state_dict().items()}, str(out_dir / "linear.safetensors"))

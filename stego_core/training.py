@@ -6,6 +6,11 @@ The head is trained with :class:`~stego_core.losses.ContrastiveCorrelationLoss`;
 applied per step to the features that enter the loss when ``feature_dropout`` is on (the reference's
 ``dropout`` flag). Progress is reported through ``callback(step, values)``; no tracker is imported.
 
+With ``ema_decay > 0`` an EMA teacher of the head is kept (``teacher = d * teacher + (1 - d) * head``
+after every step, in eval mode, no dropout). Once the EMA has averaged over its time constant
+``1 / (1 - d)`` steps, its codes are handed to the loss (its teacher-positives term, when weighted),
+and the teacher, the smoother of the two, is the head returned.
+
 With ``checkpoint_dir`` and ``checkpoint_every > 0`` the full training state (head, Adam, every RNG the
 loop draws from, the sampler's epoch order, the step and the loss history) is written every
 ``checkpoint_every`` steps to ``checkpoint_dir/checkpoint.pt`` (temp file + ``os.replace``), and a
@@ -14,6 +19,7 @@ one. Checkpoints are read with ``torch.load(weights_only=True)``: a file holding
 """
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import random
@@ -142,6 +148,7 @@ def train_head(
     progress: bool = True,
     checkpoint_dir: str | os.PathLike | None = None,
     checkpoint_every: int = 0,
+    ema_decay: float = 0.0,
 ) -> TrainResult:
     """Train a :class:`SegmentationHead` for ``steps`` Adam steps; deterministic for a seed on CPU.
 
@@ -155,14 +162,17 @@ def train_head(
         raise ValueError(f"train.lr must be > 0, got {lr}")
     if checkpoint_every < 0:
         raise ValueError(f"train.checkpoint_every must be >= 0 (0 = off), got {checkpoint_every}")
+    if not 0.0 <= ema_decay < 1.0:
+        raise ValueError(f"train.ema_decay must be in [0, 1) (0 = no teacher), got {ema_decay}")
     gen = seed_everything(seed)
     device = sampler.device
     head = SegmentationHead(in_dim, dim, dropout=dropout).to(device)
     opt = torch.optim.Adam(head.parameters(), lr=lr)
+    teacher = EmaTeacher(head, ema_decay) if ema_decay > 0 else None
     history: list[dict[str, float]] = []
     identity = {"in_dim": in_dim, "dim": dim, "steps": steps, "lr": lr, "dropout": dropout,
                 "feature_dropout": feature_dropout, "seed": seed, "log_every": log_every,
-                "batch_size": sampler.batch_size, "num_images": sampler.n}
+                "batch_size": sampler.batch_size, "num_images": sampler.n, "ema_decay": ema_decay}
     folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
     start = 0
     saved = load_checkpoint(folder) if folder is not None else None
@@ -171,6 +181,8 @@ def train_head(
     elif saved is not None:
         head.load_state_dict(saved["head"])
         opt.load_state_dict(saved["optimizer"])
+        if teacher is not None:
+            teacher.model.load_state_dict(saved["teacher"])
         history = list(saved["history"])
         _set_rng_state(saved["rng"], sampler, gen)
         start = int(saved["step"])
@@ -180,15 +192,18 @@ def train_head(
     for step in bar:
         feats, feats_pos = sampler.next_batch()
         code, code_pos = head(feats), head(feats_pos)
+        teacher_codes = teacher.codes(feats, feats_pos) if teacher is not None and step >= teacher.warmup else None
         if feature_dropout:
             feats = F.dropout2d(feats, p=dropout, training=True)
             feats_pos = F.dropout2d(feats_pos, p=dropout, training=True)
-        out = loss_fn(feats, feats_pos, code, code_pos, generator=gen)
+        out = loss_fn(feats, feats_pos, code, code_pos, teacher=teacher_codes, generator=gen)
         if not torch.isfinite(out.total):
             raise FloatingPointError(f"loss became {out.total.item()} at step {step}; lower train.lr or check the features")
         opt.zero_grad(set_to_none=True)
         out.total.backward()
         opt.step()
+        if teacher is not None:
+            teacher.update(head)
         if step % log_every == 0 or step == steps - 1:
             row = {"step": step, "loss": out.total.item(), **{f"loss_{k}": v.item() for k, v in out.terms.items()}}
             history.append(row)
@@ -197,11 +212,33 @@ def train_head(
                 callback(step, row)
         done = step + 1
         if folder is not None and checkpoint_every and done % checkpoint_every == 0 and done < steps:
-            save_checkpoint(folder, {"format": CHECKPOINT_FORMAT, "identity": identity, "step": done,
-                                     "head": head.state_dict(), "optimizer": opt.state_dict(), "history": history,
-                                     "rng": _rng_state(sampler, gen)})
+            state = {"format": CHECKPOINT_FORMAT, "identity": identity, "step": done, "head": head.state_dict(),
+                     "optimizer": opt.state_dict(), "history": history, "rng": _rng_state(sampler, gen)}
+            if teacher is not None:
+                state["teacher"] = teacher.model.state_dict()
+            save_checkpoint(folder, state)
     head.eval()
-    return TrainResult(head=head, history=history, resumed_from=start)
+    return TrainResult(head=teacher.model if teacher is not None else head, history=history, resumed_from=start)
+
+
+class EmaTeacher:
+    """An exponential moving average of a head's weights, run in eval mode (no dropout)."""
+
+    def __init__(self, head: SegmentationHead, decay: float) -> None:
+        self.model = copy.deepcopy(head).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.decay = decay
+        self.warmup = round(1.0 / (1.0 - decay))  # steps before its codes are trusted as targets
+
+    @torch.no_grad()
+    def update(self, head: SegmentationHead) -> None:
+        for t, s in zip(self.model.parameters(), head.parameters()):
+            t.mul_(self.decay).add_(s.detach(), alpha=1.0 - self.decay)
+
+    @torch.no_grad()
+    def codes(self, feats: torch.Tensor, feats_pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model(feats), self.model(feats_pos)
 
 
 @torch.no_grad()

@@ -26,8 +26,9 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
 # Fields of a section that only some calls of a stage read (the rest of the section is left out of
 # their key, so e.g. changing the CRF does not recompute predictions made without it).
 CLUSTER_FIELDS = {
-    "kmeans": ("num_clusters", "kmeans_restarts", "kmeans_max_tokens"),
-    "probe": ("num_clusters", "probe_steps", "probe_lr", "probe_batch_size"),
+    "kmeans": ("num_clusters", "kmeans_restarts", "kmeans_max_tokens", "select", "refine_steps"),
+    "consensus": ("num_clusters", "kmeans_restarts", "kmeans_max_tokens", "overcluster", "refine_steps"),
+    "probe": ("num_clusters", "probe_steps", "probe_lr", "probe_batch_size", "refine_steps"),
 }
 
 

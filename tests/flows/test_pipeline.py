@@ -100,3 +100,20 @@ def test_unlabelled_training_folder_runs_the_cluster_methods_only(prefect_harnes
     unlabelled_eval = build_config("camvid-quick", overrides=[*TINY, *folder[:3], "data.num_classes=11"])
     with pytest.raises(ValueError, match="evaluation split has no labels"):
         preflight(unlabelled_eval)
+
+
+def test_raw_baseline_ignores_the_stego_readout_options_and_baselines_off_skips_it(first_run, camvid_root):
+    """The raw k-means baseline stays the paper's (best restart by objective, no refinement): a changed
+    STEGO readout recomputes only the STEGO clusters; ``baselines=false`` drops both raw methods."""
+    result, art, _ = first_run
+    changed = stego_pipeline(config=tiny_config(camvid_root, "cluster.method=kmeans", "cluster.select=balance",
+                                                "cluster.refine_steps=3"),
+                             artifact_root=str(art))
+    assert changed["artifacts"]["readout_raw_cluster"] == result["artifacts"]["readout_raw_cluster"]
+    assert changed["cached"]["readout_raw_cluster"] and not changed["cached"]["readout_stego_cluster"]
+    assert changed["metrics"]["raw_kmeans"] == result["metrics"]["raw_kmeans"]
+    chosen = json.loads((art / "cluster" / changed["artifacts"]["readout_stego_cluster"] / "clustering.json").read_text())
+    assert len(chosen["entropy"]) == 1 and chosen["chosen"] == 0
+    no_raw = stego_pipeline(config=tiny_config(camvid_root, "baselines=false"), artifact_root=str(art))
+    assert set(no_raw["metrics"]) == {"stego_cluster", "stego_cluster_crf", "stego_linear"}
+    assert no_raw["metrics"]["stego_cluster"] == result["metrics"]["stego_cluster"]

@@ -114,6 +114,12 @@ def test_self_term_pulls_identical_codes_when_features_agree():
         (dict(shifts=dict(self=0, knn=0, rand=0), weights=dict(self=-1, knn=1, rand=1)), "weights must be >= 0"),
         (dict(shifts=dict(self=0, knn=0, rand=0), weights=dict(self=1, knn=1, rand=1), feature_samples=0), "feature_samples"),
         (dict(shifts=dict(self=0, knn=0, rand=0), weights=dict(self=1, knn=1, rand=1), neg_samples=0), "neg_samples"),
+        (dict(weights=dict(self=1, knn=1, rand=1)), "either shifts .* or anchor_quantile"),
+        (dict(shifts=dict(self=0, knn=0, rand=0), weights=dict(self=1, knn=1, rand=1), anchor_quantile=0.8),
+         "either shifts .* or anchor_quantile"),
+        (dict(weights=dict(self=1, knn=1, rand=1), anchor_quantile=1.5), r"anchor_quantile must be in \[0, 1\]"),
+        (dict(shifts=dict(self=0, knn=0, rand=0), weights=dict(self=1, knn=1, rand=1), teacher_weight=-1),
+         "teacher_weight must be >= 0"),
     ],
 )
 def test_loss_validation(kwargs, match):
@@ -124,3 +130,65 @@ def test_loss_validation(kwargs, match):
 def test_batch_of_one_cannot_form_negatives():
     with pytest.raises(ValueError, match="at least 2"):
         derangement(1)
+
+
+def batch(seed=5, b=4, c=6, d=3, s=5):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(b, c, s, s, generator=g), torch.randn(b, c, s, s, generator=g),
+            torch.randn(b, d, s, s, generator=g), torch.randn(b, d, s, s, generator=g))
+
+
+def test_anchor_shifts_are_each_anchors_quantile_of_its_random_correlations():
+    g = torch.Generator().manual_seed(0)
+    negatives = [torch.randn(2, 3, 3, 3, 3, generator=g) for _ in range(4)]
+    shifts = ContrastiveCorrelationLoss.anchor_shifts(negatives, 0.75)
+    assert shifts.shape == (2, 3, 3, 1, 1)
+    for b, h, w in itertools.product(range(2), range(3), range(3)):
+        pooled = torch.cat([n[b, h, w].flatten() for n in negatives])  # 4 x 9 values of this anchor
+        assert shifts[b, h, w, 0, 0].item() == pytest.approx(torch.quantile(pooled, 0.75).item(), abs=1e-6)
+
+
+def test_per_anchor_loss_equals_the_pair_losses_at_those_shifts():
+    """Replay the loss's own draws: same coordinates and derangements, shifts from the random pairs."""
+    f, fp, c, cp = batch()
+    weights = dict(self=0.67, knn=0.25, rand=0.63)
+    loss = ContrastiveCorrelationLoss(weights=weights, anchor_quantile=0.8, feature_samples=4, neg_samples=3)
+    out = loss(f, fp, c, cp, generator=torch.Generator().manual_seed(1))
+    gen = torch.Generator().manual_seed(1)
+    c1x, c2x = loss.random_coords(4, "cpu", gen), loss.random_coords(4, "cpu", gen)
+    perms = [derangement(4, gen) for _ in range(3)]
+    f1, f2, k1, k2 = sample_points(f, c1x), sample_points(fp, c2x), sample_points(c, c1x), sample_points(cp, c2x)
+    f_rand = [feature_correlation(f1, sample_points(f[p], c2x), pointwise=True, add_back_mean=True) for p in perms]
+    shift = ContrastiveCorrelationLoss.anchor_shifts(f_rand, 0.8)
+    expected = {
+        "self": loss.pair_loss(f1, f1, k1, k1, shift).mean(),
+        "knn": loss.pair_loss(f1, f2, k1, k2, shift).mean(),
+        "rand": torch.cat([loss.pair_loss(f1, sample_points(f[p], c2x), k1, sample_points(c[p], c2x), shift)
+                           for p in perms]).mean(),
+    }
+    for k in expected:
+        assert out.terms[k].item() == pytest.approx(expected[k].item(), rel=1e-5)
+    assert "teacher" not in out.terms
+
+
+def test_teacher_term_distils_the_teachers_correlations():
+    f, fp, c, cp = batch(seed=7)
+    t, tp = batch(seed=8)[2:]
+    loss = ContrastiveCorrelationLoss(shifts=dict(self=0.3, knn=0.3, rand=0.5), weights=dict(self=1, knn=1, rand=1),
+                                      teacher_weight=0.5, teacher_quantile=0.6, feature_samples=4, neg_samples=2)
+    plain = loss(f, fp, c, cp, generator=torch.Generator().manual_seed(2))
+    out = loss(f, fp, c, cp, teacher=(t, tp), generator=torch.Generator().manual_seed(2))
+    assert set(out.terms) == {"self", "knn", "rand", "teacher"}
+    assert out.total.item() == pytest.approx(plain.total.item() + 0.5 * out.terms["teacher"].item(), rel=1e-5)
+    # by hand: K_T on the KNN and random pairs, shifted per anchor by the 0.6 quantile of its random K_T
+    gen = torch.Generator().manual_seed(2)
+    c1x, c2x = loss.random_coords(4, "cpu", gen), loss.random_coords(4, "cpu", gen)
+    perms = [derangement(4, gen) for _ in range(2)]
+    t1 = sample_points(t, c1x)
+    t_rand = [correlation(t1, sample_points(t[p], c2x)) for p in perms]
+    shift = ContrastiveCorrelationLoss.anchor_shifts(t_rand, 0.6)
+    k1 = sample_points(c, c1x)
+    pairs = [(correlation(t1, sample_points(tp, c2x)), sample_points(cp, c2x))]
+    pairs += [(tr, sample_points(c[p], c2x)) for tr, p in zip(t_rand, perms)]
+    by_hand = torch.cat([-correlation(k1, k2).clamp(min=0) * (target - shift) for target, k2 in pairs]).mean()
+    assert out.terms["teacher"].item() == pytest.approx(by_hand.item(), rel=1e-5)

@@ -50,6 +50,11 @@ def test_precedence_defaults_preset_file_overrides(tmp_path):
         (lambda: build_config(overrides=["train.steps=many"]), r"train.steps: Input should be a valid integer"),
         (lambda: build_config(overrides=["knn.k=5", "knn.num_neighbors=7"]), r"num_neighbors \(7\) must be < knn.k \(5\)"),
         (lambda: build_config(overrides=["loss.shift_mode=magic"]), "loss.shift_mode"),
+        (lambda: build_config(overrides=["loss.w_teacher=0.5"]), r"loss.w_teacher=0.5 needs an EMA teacher: set train.ema_decay"),
+        (lambda: build_config(overrides=["train.ema_decay=1"]), r"train.ema_decay: Input should be less than 1"),
+        (lambda: build_config(overrides=["cluster.method=spectral"]), r"cluster.method: Input should be 'probe', 'kmeans' or 'consensus'"),
+        (lambda: build_config(overrides=["cluster.select=best"]), r"cluster.select"),
+        (lambda: build_config(overrides=["loss.q_anchor=2"]), r"loss.q_anchor: Input should be less than or equal to 1"),
     ],
 )
 def test_bad_config_values_name_the_field(call, match):

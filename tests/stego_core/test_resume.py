@@ -53,22 +53,29 @@ class Stop(Exception):
     pass
 
 
-def train(f, knn, folder=None, every=0, stop_at=None, steps=30):
+def train(f, knn, folder=None, every=0, stop_at=None, steps=30, ema_decay=0.0):
     def callback(step, row):
         if step == stop_at:
             raise Stop
-    return train_head(PairSampler(f, knn, batch_size=8, seed=0), loss_fn(), in_dim=16, dim=4, steps=steps, lr=5e-3,
+    loss = loss_fn()
+    loss.teacher_weight = 0.5 if ema_decay else 0.0
+    return train_head(PairSampler(f, knn, batch_size=8, seed=0), loss, in_dim=16, dim=4, steps=steps, lr=5e-3,
                       seed=0, log_every=1, callback=callback, progress=False, checkpoint_dir=folder,
-                      checkpoint_every=every)
+                      checkpoint_every=every, ema_decay=ema_decay)
 
 
-def test_resumed_training_equals_the_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("ema_decay", [0.0, 0.8])
+def test_resumed_training_equals_the_uninterrupted_run(tmp_path, ema_decay):
+    """With an EMA teacher (decay 0.8: its term starts at step 5) the teacher is checkpointed too."""
     f, knn = features()
-    reference = train(f, knn)
+    reference = train(f, knn, ema_decay=ema_decay)
     with pytest.raises(Stop):
-        train(f, knn, tmp_path, every=5, stop_at=13)  # checkpoints after steps 5 and 10, dies in step 13
-    assert load_checkpoint(tmp_path)["step"] == 10
-    resumed = train(f, knn, tmp_path, every=5)
+        train(f, knn, tmp_path, every=5, stop_at=13, ema_decay=ema_decay)  # checkpoints after steps 5 and 10, dies in 13
+    saved = load_checkpoint(tmp_path)
+    assert saved["step"] == 10 and ("teacher" in saved) == bool(ema_decay)
+    resumed = train(f, knn, tmp_path, every=5, ema_decay=ema_decay)
+    assert ("loss_teacher" in reference.history[-1]) == bool(ema_decay)
+    assert "loss_teacher" not in reference.history[0]
     assert reference.resumed_from == 0 and resumed.resumed_from == 10
     assert resumed.history == reference.history  # rows 0-9 restored, 10-29 recomputed: exactly equal
     a, b = reference.head.state_dict(), resumed.head.state_dict()

@@ -121,3 +121,52 @@ def test_calibration_and_training_run_on_cuda():
     assert all(np.isfinite(v).all() for v in stats.values())
     res = train_head(sampler, make_loss(), in_dim=16, dim=4, steps=5, seed=0, progress=False)
     assert next(res.head.parameters()).is_cuda and np.isfinite(res.history[-1]["loss"])
+
+
+def test_ema_teacher_is_the_moving_average_of_the_student_and_is_returned():
+    from stego_core.training import EmaTeacher
+
+    student = SegmentationHead(4, 2)
+    teacher = EmaTeacher(student, 0.9)
+    assert teacher.warmup == 10 and not teacher.model.training
+    before = {k: v.clone() for k, v in teacher.model.state_dict().items()}
+    with torch.no_grad():
+        for p in student.parameters():
+            p.add_(1.0)
+    teacher.update(student)
+    after, now = teacher.model.state_dict(), student.state_dict()
+    assert all(torch.allclose(after[k], 0.9 * before[k] + 0.1 * now[k]) for k in after)
+    # train_head with a teacher returns it: a different, smoother head than the student alone
+    f, knn = two_region_features()
+    plain = train_head(PairSampler(f, knn, batch_size=8, seed=0), make_loss(), in_dim=16, dim=4, steps=12, seed=0,
+                       progress=False)
+    ema = train_head(PairSampler(f, knn, batch_size=8, seed=0), make_loss(), in_dim=16, dim=4, steps=12, seed=0,
+                     progress=False, ema_decay=0.5)
+    a, b = plain.head.state_dict(), ema.head.state_dict()
+    assert not all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ValueError, match=r"train.ema_decay must be in \[0, 1\)"):
+        train_head(PairSampler(f, knn, batch_size=8, seed=0), make_loss(), in_dim=16, dim=4, steps=1, ema_decay=1.0)
+
+
+def test_soft_labels_are_class_shares_of_non_void_pixels():
+    from stego_core.probes import soft_labels
+
+    labels = np.array([[[0, 0, 1, 255], [0, 2, 255, 255], [1, 1, 1, 1], [1, 1, 1, 1]]], dtype=np.uint8)
+    shares, weight = soft_labels(labels, 3, 2)
+    assert shares.shape == (1, 3, 2, 2) and weight.shape == (1, 2, 2)
+    assert np.allclose(shares[0, :, 0, 0], [0.75, 0, 0.25]) and weight[0, 0, 0] == 1.0  # top-left: 0 0 / 0 2
+    assert np.allclose(shares[0, :, 0, 1], [0, 1, 0]) and weight[0, 0, 1] == 0.25  # top-right: one 1, three void
+    assert np.allclose(shares[0, :, 1, 0], [0, 1, 0]) and weight[0, 1, 0] == 1.0
+
+
+def test_pooled_linear_loss_equals_the_full_resolution_loss_on_flat_logits():
+    """With 1x1 feature maps the logits are flat over the image, so the cell-pooled cross-entropy is
+    exactly the per-pixel one: both probes take the same steps and end equal."""
+    rng = np.random.default_rng(0)
+    f = rng.normal(size=(12, 5, 1, 1)).astype(np.float32)
+    labels = rng.integers(0, 3, size=(12, 8, 8)).astype(np.uint8)
+    labels[:, :2] = 255
+    full = train_linear_probe(f, labels, 3, steps=20, batch_size=4, lr=0.05, progress=False)
+    pooled = train_linear_probe(f, labels, 3, steps=20, batch_size=4, lr=0.05, progress=False, loss_resolution=4)
+    a, b = full.state_dict(), pooled.state_dict()
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
