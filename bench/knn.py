@@ -5,31 +5,31 @@
     10k and 100k (the torch baseline runs in row chunks at 100k). Ratio = torch seconds / faiss seconds.
 (b) ``knn_search(index="auto")`` on ``--n`` clustered synthetic 384-d unit vectors (gaussian blobs
     around ``--clusters`` random centres): above ``--threshold`` (the config's
-    ``knn.approx_threshold``) the automatic choice is the HNSW index (recorded as ``index_used``).
-    Build and query time (stopwatches around the index's own ``add`` and ``search``), peak RSS
-    during the call, the index's own size, and recall@7 against exact brute force on a sample of
-    1000 queries. Ratio = exact brute force extrapolated to all N queries / HNSW build + query.
-    The issue asks for 1,000,000 vectors (the default ``--n``); a timed HNSW run on 100,000 first
-    extrapolates build + query to ``--n`` (time ~ n log n), and if that exceeds ``--budget-min``
-    (or the data would not fit in memory) the largest size that fits is run instead, recorded as
-    ``requested`` / ``ran`` / ``why``.
+    ``knn.approx_threshold``) the automatic choice is an inverted file (IVF, ``4 sqrt(n)`` cells) that
+    widens its search (``nprobe``) until recall@k on 500 sample queries reaches ``--min-recall``
+    (the config's ``knn.min_recall``). Recorded: the index and settings it chose, the whole call's
+    time (train, add, tuning, search), peak RSS during it, and recall@7 against exact brute force on
+    another 1000 queries. Ratio = exact brute force extrapolated to all N queries / the whole call.
+    The issue asks for 1,000,000 vectors (the default ``--n``); a timed run on 100,000 first
+    extrapolates to ``--n`` (time ~ n^1.5), and if that exceeds ``--budget-min`` (or the data would
+    not fit in memory) the largest size that fits is run instead, recorded as ``requested`` /
+    ``ran`` / ``why``. ``--index hnsw`` times the graph index the same way.
 
 Usage::
 
     python bench/knn.py                      # --n 1000000 (or what fits in --budget-min 15), writes bench/results/knn.json
     python bench/knn.py --n 200000 --exact-sizes 10000 --json /tmp/knn.json
+    python bench/knn.py --reuse-exact --index hnsw --json /tmp/knn_hnsw.json
 """
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import sys
 import threading
 import time
-import types
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make the repository importable
@@ -44,7 +44,6 @@ import numpy as np
 import psutil
 import torch
 
-import stego_core.knn as knn_mod
 from stego_core.knn import knn_search
 
 DIM = 384
@@ -123,48 +122,20 @@ class PeakRss:
         self.peak = max(self.peak, self.proc.memory_info().rss)
 
 
-def index_mb(idx) -> float:
-    """Bytes an HNSW-flat index holds: the vectors, the graph's links, offsets and levels."""
-    h = idx.hnsw
-    return (idx.ntotal * idx.d * 4 + h.neighbors.size() * 4 + h.offsets.size() * 8 + h.levels.size() * 4) / 2**20
-
-
-def hnsw_row(n: int, clusters: int, noise: float, k: int, hnsw_m: int, ef_search: int, sample: int,
-             threshold: int = 200_000, ef_sweep: tuple[int, ...] = ()) -> dict:
-    x = clustered(n, clusters, noise)
-    times: dict[str, float] = {}
-    built: list = []
-
-    class TimedHNSW(faiss.IndexHNSWFlat):  # stopwatches around the library's own add / search calls
-        def add(self, data):
-            started = time.perf_counter()
-            super().add(data)
-            times["build_s"] = time.perf_counter() - started
-            times["index_mb"] = index_mb(self)
-            built.append(self)
-
-        def search(self, data, kk, *a, **kw):
-            started = time.perf_counter()
-            out = super().search(data, kk, *a, **kw)
-            times["query_s"] = time.perf_counter() - started
-            return out
-
-    shim = types.SimpleNamespace(IndexFlatIP=faiss.IndexFlatIP, IndexHNSWFlat=TimedHNSW,
-                                 METRIC_INNER_PRODUCT=faiss.METRIC_INNER_PRODUCT)
-    real_faiss, knn_mod.faiss = knn_mod.faiss, shim
-    try:
-        with PeakRss() as rss:
-            started = time.perf_counter()
-            nbrs, _ = knn_search(x, k, index="auto", approx_threshold=threshold, hnsw_m=hnsw_m, ef_search=ef_search)
-            total = time.perf_counter() - started
-    finally:
-        knn_mod.faiss = real_faiss
-
-    if "build_s" not in times:
-        raise SystemExit(f"index='auto' chose the exact index for {n:,} vectors (threshold {threshold:,}); "
-                         "lower --threshold or raise --n to time the HNSW path")
+def approx_row(n: int, args) -> dict:
+    """``knn_search`` on ``n`` clustered vectors with the approximate index, timed as a whole."""
+    x = clustered(n, args.clusters, args.noise)
+    info: dict = {}
+    with PeakRss() as rss:
+        started = time.perf_counter()
+        nbrs, _ = knn_search(x, args.k, index=args.index, approx_threshold=args.threshold, min_recall=args.min_recall,
+                             info=info)
+        total = time.perf_counter() - started
+    if info["index"] == "exact":
+        raise SystemExit(f"index={args.index!r} chose the exact index for {n:,} vectors (threshold {args.threshold:,}); "
+                         "lower --threshold or raise --n to time the approximate path")
     rng = np.random.default_rng(2)
-    queries = rng.choice(n, size=min(sample, n), replace=False)
+    queries = rng.choice(n, size=min(args.sample, n), replace=False)
     exact = faiss.IndexFlatIP(DIM)
     exact.add(x)
     exact.search(x[queries[:32]], 7)  # warm-up
@@ -173,57 +144,45 @@ def hnsw_row(n: int, clusters: int, noise: float, k: int, hnsw_m: int, ef_search
     t_exact_sample = time.perf_counter() - started
     recall = float(np.mean([len(set(a) & set(b)) / 7 for a, b in zip(nbrs[queries, :7], truth)]))
     exact_all_s = t_exact_sample * n / len(queries)
-    sweep = []  # the same graph searched with other efSearch values, on the recall sample only
-    for ef in sorted({ef_search, *ef_sweep}):
-        built[0].hnsw.efSearch = max(ef, k)
-        started = time.perf_counter()
-        _, got = faiss.IndexHNSWFlat.search(built[0], x[queries], k)
-        t = time.perf_counter() - started
-        sweep.append({"ef_search": max(ef, k), "recall_at_7": round(float(np.mean(
-            [len(set(a) & set(b)) / 7 for a, b in zip(got[:, :7], truth)])), 4),
-            "query_all_extrapolated_s": round(t * n / len(queries), 1)})
-    del built[:]
-    row = {"n": n, "k": k, "dim": DIM, "index_requested": "auto", "approx_threshold": threshold, "index_used": "hnsw",
-           "clusters": clusters, "noise_norm": noise, "hnsw_m": hnsw_m,
-           "ef_search": ef_search, "build_s": round(times["build_s"], 2), "query_s": round(times["query_s"], 2),
-           "knn_search_total_s": round(total, 2), "queries_per_s": round(n / times["query_s"], 1),
+    row = {"n": n, "k": args.k, "dim": DIM, "index_requested": args.index, "approx_threshold": args.threshold,
+           "index_used": info["index"], "chosen": info, "clusters": args.clusters, "noise_norm": args.noise,
+           "knn_search_total_s": round(total, 2), "queries_per_s": round(n / total, 1),
            "recall_at_7": round(recall, 4), "recall_sample": len(queries),
            "rss_before_mb": round(rss.start / 2**20, 1), "rss_peak_mb": round(rss.peak / 2**20, 1),
            "rss_added_mb": round((rss.peak - rss.start) / 2**20, 1), "data_mb": round(x.nbytes / 2**20, 1),
-           "index_mb": round(times["index_mb"], 1),
            "exact_sample_s": round(t_exact_sample, 2), "exact_all_extrapolated_s": round(exact_all_s, 1),
-           "speedup_hnsw_vs_exact_extrapolated": round(exact_all_s / total, 2), "recall_target": RECALL_TARGET,
-           "meets_recall_target": recall >= RECALL_TARGET, "ef_search_sweep": sweep}
-    print(f"hnsw n={n}: build {row['build_s']}s, query {row['query_s']}s, recall@7 {recall:.4f}", flush=True)
+           "speedup_vs_exact_extrapolated": round(exact_all_s / total, 2), "recall_target": RECALL_TARGET,
+           "meets_recall_target": recall >= RECALL_TARGET}
+    print(f"{info['index']} n={n}: {row['knn_search_total_s']}s in all, chose {info}, recall@7 {recall:.4f}", flush=True)
     return row
 
 
 def plan_size(requested: int, budget_s: float, args) -> tuple[int, dict]:
-    """The HNSW size to run: ``requested`` if its build + query, extrapolated from a timed run on
-    100,000 vectors as ~ n log n, fits in ``budget_s`` and its data in memory; else the largest size
-    that does, stepping down by 50,000 (not below the calibration size). Returns ``(n, record)``."""
+    """The size to run: ``requested`` if the whole call, extrapolated from a timed run on 100,000
+    vectors as ~ n^1.5, fits in ``budget_s`` and its data in memory; else the largest size that
+    does, stepping down by 50,000 (not below the calibration size). Returns ``(n, record)``."""
     n0 = min(requested, 100_000)
     x0 = clustered(n0, args.clusters, args.noise)
     started = time.perf_counter()
-    knn_search(x0, args.k, index="hnsw", hnsw_m=args.hnsw_m, ef_search=args.ef_search)
+    knn_search(x0, args.k, index=args.index, approx_threshold=min(args.threshold, n0 - 1), min_recall=args.min_recall)
     t0 = time.perf_counter() - started
     del x0
 
     def est(n: int) -> float:
-        return t0 * n / n0 * math.log(n) / math.log(n0)
+        return t0 * (n / n0) ** 1.5
 
     def fits_memory(n: int) -> bool:  # generation peaks at ~4 copies of the data, the index holds one more
         return 6 * n * DIM * 4 < psutil.virtual_memory().available
 
-    record = {"requested": requested, "calibration": {"n": n0, "build_query_s": round(t0, 1)},
+    record = {"requested": requested, "calibration": {"n": n0, "knn_search_s": round(t0, 1)},
               "estimated_s_requested": round(est(requested), 1), "budget_s": budget_s}
     if est(requested) <= budget_s and fits_memory(requested):
         return requested, {**record, "ran": requested}
     n = requested
     while n > n0 and not (est(n) <= budget_s and fits_memory(n)):
         n -= 50_000
-    why = (f"build + query of {requested:,} vectors estimated at {est(requested) / 60:.1f} min (from {n0:,} in "
-           f"{t0:.0f} s, ~ n log n) > the {budget_s / 60:.0f} min budget" if est(requested) > budget_s else
+    why = (f"the whole call on {requested:,} vectors estimated at {est(requested) / 60:.1f} min (from {n0:,} in "
+           f"{t0:.0f} s, ~ n^1.5) > the {budget_s / 60:.0f} min budget" if est(requested) > budget_s else
            f"{requested:,} vectors would not fit in the available memory")
     return n, {**record, "ran": n, "why": why}
 
@@ -238,11 +197,9 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=30)
     parser.add_argument("--clusters", type=int, default=1000)
     parser.add_argument("--noise", type=float, default=0.7, help="expected norm of the per-vector noise")
-    parser.add_argument("--hnsw-m", type=int, default=32)
-    parser.add_argument("--ef-search", type=int, default=128)
+    parser.add_argument("--index", choices=["auto", "ivf", "hnsw"], default="auto")
+    parser.add_argument("--min-recall", type=float, default=RECALL_TARGET, help="knn.min_recall the index tunes for")
     parser.add_argument("--sample", type=int, default=1000, help="queries checked for recall@7")
-    parser.add_argument("--ef-sweep", type=lambda v: tuple(int(e) for e in v.split(",")), default=(64, 256, 512),
-                        help="other efSearch values tried on the recall sample (same graph)")
     parser.add_argument("--reuse-exact", action="store_true",
                         help="take the exact rows of the same sizes from an existing --json instead of rerunning them")
     parser.add_argument("--json", type=Path, default=Path(__file__).resolve().parent / "results" / "knn.json")
@@ -250,9 +207,8 @@ def main() -> None:
 
     started = time.perf_counter()
     n, size = plan_size(args.n, args.budget_min * 60, args)
-    print(f"hnsw size: {size}", flush=True)
-    hnsw = {**hnsw_row(n, args.clusters, args.noise, args.k, args.hnsw_m, args.ef_search, args.sample, args.threshold,
-                       args.ef_sweep), **size}
+    print(f"approximate index size: {size}", flush=True)
+    approx = {**approx_row(n, args), **size}
     old = json.loads(args.json.read_text()) if args.reuse_exact and args.json.exists() else {}
     reused = [r for r in old.get("exact", []) if r["n"] in args.exact_sizes and r["k"] == args.k]
     if len(reused) == len(args.exact_sizes):
@@ -261,17 +217,17 @@ def main() -> None:
         exact = exact_rows(args.exact_sizes, args.k)
     report = {
         "what": "stego_core.knn.knn_search: exact faiss vs bare torch matmul+topk (all vs all, random unit "
-                "384-d); index='auto' (HNSW above the threshold) on clustered synthetic 384-d vectors, recall@7 vs "
-                "exact brute force on a sample",
+                "384-d); the approximate index (index='auto': IVF above the threshold, tuned to knn.min_recall) on "
+                "clustered synthetic 384-d vectors, recall@7 vs exact brute force on a separate sample",
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
                     "faiss": faiss.__version__, "torch_threads": torch.get_num_threads(),
                     "faiss_threads": faiss.omp_get_max_threads(), "platform": platform.platform(),
                     "omp_wait_policy": os.environ["OMP_WAIT_POLICY"]},
         "command": "python bench/knn.py " + " ".join(sys.argv[1:]),
-        "exact": exact, "hnsw": hnsw, "wall_s": round(time.perf_counter() - started, 1),
+        "exact": exact, "approximate": approx, "wall_s": round(time.perf_counter() - started, 1),
     }
     if n < ISSUE_N:
-        report["note"] = (f"sampled less: HNSW run on {n:,} vectors instead of the issue's {ISSUE_N:,} "
+        report["note"] = (f"sampled less: approximate index run on {n:,} vectors instead of the issue's {ISSUE_N:,} "
                           f"({size.get('why', 'as asked with --n')}); rerun with --n {ISSUE_N} on a bigger machine")
     report["note_contention"] = ("2 shared cores with other jobs running (load average "
                                  f"{', '.join(f'{v:.1f}' for v in os.getloadavg())} at the end): timings are under contention")
@@ -280,14 +236,12 @@ def main() -> None:
     for r in exact:
         print(f"| {r['n']:,} | {r['k']} | {r['faiss_exact_s']} | {r['torch_matmul_topk_s']} | "
               f"{r['speedup_faiss_vs_torch']}x | {r['neighbour_agreement']} |")
-    h = hnsw
-    print("\n| n (requested) | index (auto) | M | efSearch | build s | query s | recall@7 | index MB | peak RSS MB (+added) "
-          "| exact all (extrap.) s | speed-up |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    print(f"| {h['n']:,} ({h['requested']:,}) | {h['index_used']} | {h['hnsw_m']} | {h['ef_search']} | {h['build_s']} | "
-          f"{h['query_s']} | {h['recall_at_7']} | {h['index_mb']} | {h['rss_peak_mb']} (+{h['rss_added_mb']}) | "
-          f"{h['exact_all_extrapolated_s']} | {h['speedup_hnsw_vs_exact_extrapolated']}x |")
-    print("\nefSearch sweep (same graph, recall sample):", h["ef_search_sweep"])
+    h = approx
+    print("\n| n (requested) | index | chosen | whole call s | recall@7 | peak RSS MB (+added) | exact all (extrap.) s | speed-up |")
+    print("|---|---|---|---|---|---|---|---|")
+    print(f"| {h['n']:,} ({h['requested']:,}) | {h['index_used']} | {h['chosen']} | {h['knn_search_total_s']} | "
+          f"{h['recall_at_7']} | {h['rss_peak_mb']} (+{h['rss_added_mb']}) | {h['exact_all_extrapolated_s']} | "
+          f"{h['speedup_vs_exact_extrapolated']}x |")
     if "note" in report:
         print("\n" + report["note"])
     args.json.parent.mkdir(parents=True, exist_ok=True)

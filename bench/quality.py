@@ -6,9 +6,11 @@ Runs the real `stego_pipeline` flow in this process (tracking off, the shared ar
 * ``seeds``: the preset with ``seed`` = each of ``--seeds``, scored on val and, once, on test: every
   method's accuracy and mIoU as mean +- std over seeds, and the per-class IoU on test.
 * ``sweep``: the project's own `param_sweep` (here, children in this process) over the loss
-  quantiles on **val** (this uses labels to choose): its best against the label-free preset.
+  quantiles and weights on **val** (this uses labels to choose): its best against the label-free
+  calibrated shifts (the ablation's ``base`` row, bench/ablation.py, seed 0).
 * ``dynamics``: val mIoU of the cluster (k-means) and linear readouts of the code against
-  ``train.steps`` (each a full run of that length), and where the preset's fixed schedule lands.
+  ``train.steps`` (each a full run of that length, the ablation's ``base`` row otherwise), and
+  where its fixed schedule lands.
 * ``figure``: test images with ground truth, raw k-means, STEGO and STEGO + CRF (seed 0).
 
 Writes ``bench/results/quality.json`` (merged across phases) and the figures under ``docs/``.
@@ -28,13 +30,16 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-ROOT = Path(__file__).resolve().parents[1]
+from protocol import ROOT, machine, mean_std, run_pipeline as run, scores  # noqa: E402
+
 RESULTS = ROOT / "bench" / "results" / "quality.json"
 PRESET = "camvid-dinov2s14"
-SWEEP_GRID = {"loss.q_self": [0.3, 0.5, 0.7], "loss.q_rand": [0.7, 0.8]}
-DYNAMICS_STEPS = [100, 400, 1600]
+SWEEP_GRID = {"loss.q_self": [0.3, 0.5, 0.7], "loss.q_rand": [0.7, 0.8, 0.9]}
+SWEEP_POINTS = [{"loss.w_self": 0.25, "loss.w_knn": 0.67}, {"loss.w_rand": 0.3}]  # the weights, at the base quantiles
+DYNAMICS_STEPS = [100, 200, 400, 800, 1600]
 METHODS = ["raw_kmeans", "raw_linear", "stego_cluster", "stego_cluster_crf", "stego_linear"]
 
 
@@ -42,21 +47,6 @@ def config(*overrides: str):
     from stego_core.presets import build_config
 
     return build_config(PRESET, overrides=list(overrides))
-
-
-def run(cfg, root: str) -> dict:
-    from flows.pipeline import stego_pipeline
-
-    return stego_pipeline(config=cfg, artifact_root=root, tracking=False, check_inputs=False)
-
-
-def scores(result: dict) -> dict:
-    return {m: {"accuracy": v["accuracy"], "mIoU": v["mIoU"]} for m, v in result["metrics"].items()}
-
-
-def mean_std(values: list[float]) -> dict:
-    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "values": values}
 
 
 def phase_seeds(seeds: list[int], root: str, save=lambda part: None) -> dict:
@@ -89,27 +79,33 @@ def seeds_summary(seeds: list[int], per_seed: dict, per_class: dict) -> dict:
             "test_per_class_iou": test_per_class}
 
 
+def base_config(*overrides: str):
+    """The ablation's ``base`` row (label-free calibrated shifts, 400 steps), seed 0, scored on val."""
+    from ablation import BASE, COMMON
+
+    return config(*BASE, *COMMON, "seed=0", "data.eval_split=val", "baselines=false", *overrides)
+
+
 def phase_sweep(root: str) -> dict:
     from flows.sweeps import param_sweep
 
-    base = config("data.eval_split=val", "crf.enabled=false", "baselines=false")
-    summary = param_sweep(config=base, grid=SWEEP_GRID, deployment=None, artifact_root=root, tracking=False,
-                          check_inputs=False)
+    summary = param_sweep(config=base_config(), grid=SWEEP_GRID, points=SWEEP_POINTS, deployment=None,
+                          artifact_root=root, tracking=False, check_inputs=False)
     children = [{"overrides": c["overrides"], "val": c["metrics"]} for c in summary["children"]]
     best = max(children, key=lambda c: c["val"]["stego_cluster"]["mIoU"])
     label_free = next(c for c in children if c["overrides"] == {"loss.q_self": 0.5, "loss.q_rand": 0.8})
-    return {"grid": SWEEP_GRID, "selected_by": "val stego_cluster mIoU", "children": children, "best": best,
-            "label_free_preset": label_free}
+    return {"grid": SWEEP_GRID, "points": SWEEP_POINTS, "selected_by": "val stego_cluster mIoU", "children": children,
+            "best": best, "label_free_preset": label_free}
 
 
 def phase_dynamics(root: str) -> dict:
     rows = []
     for steps in DYNAMICS_STEPS:
-        result = run(config("data.eval_split=val", f"train.steps={steps}", "crf.enabled=false", "baselines=false"), root)
+        result = run(base_config(f"train.steps={steps}"), root)
         rows.append({"steps": steps, **{m: scores(result)[m] for m in ("stego_cluster", "stego_linear")}})
         print(f"steps {steps}: cluster {100 * rows[-1]['stego_cluster']['mIoU']:.1f} "
               f"linear {100 * rows[-1]['stego_linear']['mIoU']:.1f}", flush=True)
-    return {"rows": rows, "preset_steps": config().train.steps}
+    return {"rows": rows, "preset_steps": base_config().train.steps}
 
 
 def phase_figure(root: str, out: Path, n: int = 4) -> dict:
@@ -184,16 +180,6 @@ def write(out: dict, **parts) -> None:
     out.update(parts, machine=machine())
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(out, indent=1))
-
-
-def machine() -> dict:
-    import os
-    import platform
-
-    import torch
-
-    return {"cpu_count": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
 if __name__ == "__main__":

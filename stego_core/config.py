@@ -61,8 +61,11 @@ class EmbedConfig(_Strict):
 class KnnConfig(_Strict):
     k: int = Field(30, ge=2, description="neighbours stored per image (rank 0 is the image itself)")
     num_neighbors: int = Field(7, ge=1, description="positive partner drawn uniformly from ranks 1..num_neighbors")
-    index: Literal["auto", "exact", "hnsw"] = Field("auto", description="exact below approx_threshold images")
+    index: Literal["auto", "exact", "ivf", "hnsw"] = Field(
+        "auto", description="auto: exact up to approx_threshold images, an inverted file (ivf) above; hnsw: a graph index")
     approx_threshold: int = Field(200_000, ge=1)
+    min_recall: float = Field(0.95, ge=0.0, le=1.0, description="an approximate index widens its search until recall@k "
+                              "against exact search on a sample of queries reaches this (0 = no tuning)")
 
     @model_validator(mode="after")
     def _check(self):

@@ -125,11 +125,13 @@ def embed_stage(cfg: ExperimentConfig, role: Role, out_dir: Path, crop_dir: Path
 # ------------------------------------------------------------------------------------------ knn
 def knn_stage(cfg: ExperimentConfig, embed_dir: Path, out_dir: Path) -> dict:
     feats = load_features(embed_dir)["features"]
-    nbrs, sims = knn_search(global_descriptors(feats), min(cfg.knn.k, len(feats)),
-                            index=cfg.knn.index, approx_threshold=cfg.knn.approx_threshold)
+    info: dict = {}
+    nbrs, sims = knn_search(global_descriptors(feats), min(cfg.knn.k, len(feats)), index=cfg.knn.index,
+                            approx_threshold=cfg.knn.approx_threshold, min_recall=cfg.knn.min_recall,
+                            info=info)
     np.save(out_dir / "knn.npy", nbrs)
     np.save(out_dir / "similarities.npy", sims)
-    return {"num_images": int(len(nbrs)), "k": int(nbrs.shape[1])}
+    return {"num_images": int(len(nbrs)), "k": int(nbrs.shape[1]), **info}
 
 
 # ----------------------------------------------------------------------------------- train head

@@ -11,7 +11,7 @@ def brute_force_knn(x, k):
     return order, np.take_along_axis(sims, order, axis=1)
 
 
-@pytest.mark.parametrize("index", ["exact", "hnsw"])
+@pytest.mark.parametrize("index", ["exact", "hnsw", "ivf"])
 def test_knn_matches_brute_force(index):
     rng = np.random.default_rng(0)
     feats = rng.normal(size=(200, 16, 3, 3)).astype(np.float16)
@@ -31,12 +31,44 @@ def test_knn_k_larger_than_dataset_is_a_clear_error():
         knn_search(np.eye(5, dtype=np.float32), 6)
 
 
-def test_knn_auto_switches_to_hnsw_above_threshold(caplog):
-    x = np.random.default_rng(1).normal(size=(50, 8)).astype(np.float32)
+def test_knn_auto_switches_to_an_inverted_file_above_threshold():
+    x = np.random.default_rng(1).normal(size=(500, 8)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
-    with caplog.at_level("INFO"):
-        knn_search(x, 5, index="auto", approx_threshold=10)
-    assert "index=hnsw" in caplog.text
+    info = {}
+    knn_search(x, 5, index="auto", approx_threshold=10, info=info)
+    assert info["index"] == "ivf" and info["nlist"] == 12  # 500 // 39 cells at most: enough training points each
+    small = {}
+    knn_search(x, 5, index="auto", approx_threshold=1000, info=small)
+    assert small == {"index": "exact"}
+
+
+def clustered_unit_vectors(n=6000, d=32, clusters=40, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(clusters, d))
+    x = centres[rng.integers(0, clusters, n)] + rng.normal(scale=0.7, size=(n, d))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.mark.parametrize("index,knob", [("ivf", "nprobe"), ("hnsw", "efSearch")])
+def test_approximate_index_widens_its_search_until_the_recall_target(index, knob):
+    from stego_core.knn import recall_at_k
+
+    x = clustered_unit_vectors()
+    truth, _ = knn_search(x, 7, index="exact")
+    narrow, wide = {}, {}
+    start = dict(nprobe=1, nlist=200) if index == "ivf" else dict(ef_search=7, hnsw_m=4)
+    found_narrow, _ = knn_search(x, 7, index=index, min_recall=0, info=narrow, **start)
+    found_wide, _ = knn_search(x, 7, index=index, min_recall=0.99, info=wide, **start)
+    assert narrow[knob] < wide[knob]  # the tuning widened the search ...
+    assert wide["recall_at_7"] >= 0.99 and wide["min_recall"] == 0.99  # ... until the sample met the target
+    assert recall_at_k(found_wide, truth) >= 0.98  # and the whole search is as good as the sample said
+    assert recall_at_k(found_wide, truth) > recall_at_k(found_narrow, truth)
+
+
+def test_recall_at_k_closed_form():
+    from stego_core.knn import recall_at_k
+
+    assert recall_at_k(np.array([[0, 1, 2], [3, 4, 5]]), np.array([[2, 1, 9], [3, 4, 5]])) == pytest.approx((2 / 3 + 1) / 2)
 
 
 def test_spherical_kmeans_recovers_directions():

@@ -1,0 +1,33 @@
+"""What the quality scripts share: running the pipeline in this process, and summarising scores."""
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_pipeline(cfg, root: str) -> dict:
+    """The real `stego_pipeline` flow, tracking off, inputs not re-checked, artifacts under ``root``."""
+    from flows.pipeline import stego_pipeline
+
+    return stego_pipeline(config=cfg, artifact_root=root, tracking=False, check_inputs=False)
+
+
+def scores(result: dict) -> dict:
+    """``{method: {"accuracy", "mIoU"}}`` of a pipeline result."""
+    return {m: {"accuracy": v["accuracy"], "mIoU": v["mIoU"]} for m, v in result["metrics"].items()}
+
+
+def mean_std(values: list[float]) -> dict:
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "values": values}
+
+
+def machine() -> dict:
+    import torch
+
+    return {"cpu_count": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
