@@ -2,6 +2,12 @@
 
 Precedence: defaults < preset < config file < ``--set key=value`` overrides. Every key is checked
 against the models: an unknown key is an error that lists the valid ones.
+
+A preset may ``extends: <other preset>`` (its own keys win). Some backbones have a *recipe*, a preset
+of training and readout settings that suits them on any data (:data:`BACKBONE_RECIPES`): when no
+preset is named and the configured backbone has one, the recipe takes the preset's place, so
+``stego run --set embed.backbone=dinov2_vits14 ...`` on a custom folder does not start from the
+reference recipe's DINO v1 shifts and schedule, which collapse on DINOv2.
 """
 from __future__ import annotations
 
@@ -21,6 +27,7 @@ class ConfigError(ValueError):
 
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
+BACKBONE_RECIPES = {"dinov2_vits14": "dinov2"}  # backbone -> the preset applied when none is named
 
 
 def _preset_files() -> dict[str, Path]:
@@ -36,12 +43,18 @@ def list_presets() -> dict[str, str]:
     return out
 
 
-def load_preset(name: str) -> dict:
+def load_preset(name: str, _seen: tuple[str, ...] = ()) -> dict:
+    """The preset's settings, merged over those of the preset it ``extends`` (if any)."""
     files = _preset_files()
     if name not in files:
         raise ConfigError(f"unknown preset {name!r}; known presets: {', '.join(sorted(files))}")
+    if name in _seen:
+        raise ConfigError(f"presets extend each other in a loop: {' -> '.join((*_seen, name))}")
     data = yaml.safe_load(files[name].read_text()) or {}
     data.pop("description", None)
+    parent = data.pop("extends", None)
+    if parent:
+        data = deep_merge(load_preset(str(parent), (*_seen, name)), data)
     return {**data, "preset": name}
 
 
@@ -132,7 +145,7 @@ def build_config(
     overrides: Iterable[str] = (),
     base: dict | None = None,
 ) -> ExperimentConfig:
-    """Compose defaults, a preset, a YAML file and overrides into a validated config."""
+    """Compose defaults, a preset (or the backbone's recipe), a YAML file and overrides into a validated config."""
     data: dict = dict(base or {})
     if preset:
         data = deep_merge(data, load_preset(preset))
@@ -140,6 +153,10 @@ def build_config(
         data = deep_merge(data, load_yaml(config_file))
     for item in overrides:
         data = deep_merge(data, parse_override(item))
+    if not preset and not data.get("preset"):
+        backbone = (data.get("embed") or {}).get("backbone", ExperimentConfig.model_fields["embed"].default.backbone)
+        if backbone in BACKBONE_RECIPES:
+            data = deep_merge(load_preset(BACKBONE_RECIPES[backbone]), data)
     return validate_config(data)
 
 

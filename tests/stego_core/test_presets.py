@@ -35,7 +35,30 @@ def test_precedence_defaults_preset_file_overrides(tmp_path):
     cfg = build_config("camvid-quick", f, ["train.steps=7", "embed.backbone=dino_vits8"])
     assert cfg.train.steps == 7 and cfg.train.lr == 0.001 and cfg.embed.backbone == "dino_vits8"
     assert cfg.data.train_limit == load_preset("camvid-quick")["data"]["train_limit"]
-    assert build_config().train.steps == ExperimentConfig().train.steps
+    assert build_config(overrides=["embed.backbone=dino_vits8"]).train == ExperimentConfig().train
+
+
+def test_a_dinov2_backbone_without_a_preset_gets_its_recipe_under_the_users_settings(tmp_path):
+    recipe = load_preset("dinov2")
+    cfg = build_config(overrides=["data.dataset=folder", "train.lr=0.002"])  # default backbone: dinov2_vits14
+    assert cfg.preset == "dinov2" and cfg.train.steps == recipe["train"]["steps"] and cfg.train.lr == 0.002
+    assert cfg.cluster.method == recipe["cluster"]["method"]
+    # a DINO v1 backbone keeps the reference defaults; a named preset is never mixed with a recipe
+    assert build_config(overrides=["embed.backbone=dino_vits8"]).preset is None
+    assert build_config("cocostuff27-vits8").loss.shift_mode == "fixed"
+
+
+def test_presets_extend_others_and_loops_are_refused(tmp_path, monkeypatch):
+    import stego_core.presets as presets
+
+    quick, recipe = load_preset("camvid-quick"), load_preset("dinov2")
+    assert quick["loss"]["shift_mode"] == recipe["loss"]["shift_mode"]  # inherited
+    assert quick["train"]["steps"] != recipe["train"]["steps"] and quick["train"]["lr"] == recipe["train"]["lr"]
+    (tmp_path / "a.yaml").write_text("extends: b\ntrain: {steps: 1}\n")
+    (tmp_path / "b.yaml").write_text("extends: a\n")
+    monkeypatch.setattr(presets, "PRESET_DIR", tmp_path)
+    with pytest.raises(ConfigError, match="presets extend each other in a loop: a -> b -> a"):
+        load_preset("a")
 
 
 @pytest.mark.parametrize(
