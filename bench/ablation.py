@@ -60,6 +60,7 @@ ROWS: dict[str, tuple[str, list[str]]] = {
     "combined": ("all of the above except consensus", PER_ANCHOR + TEACHER + BALANCE + REFINE + RES168),
 }
 RAW_READOUTS = {"raw_balance": BALANCE, "raw_consensus": CONSENSUS}
+RAW_BASELINES_OF = {"base": "raw_baselines", "train_168": "raw_baselines_168"}  # rows whose raw baselines are kept
 METHODS = ("stego_cluster", "stego_linear")
 
 
@@ -127,11 +128,10 @@ def main() -> None:
                     got = {"raw_readout": raw_readout(result, root, overrides, seed, split)}
                 else:
                     got = {m: v for m, v in scores(result).items() if m in METHODS}
-                    raw_name = "raw_baselines_168" if name == "train_168" else "raw_baselines"
-                    raw_row = rows.setdefault(raw_name, {"description": "the pipeline's raw-feature baselines" +
-                                                         (" (training crops at 168 px)" if name == "train_168" else "")})
-                    raw_row.setdefault("per_seed", {}).setdefault(split, {})[str(seed)] = \
-                        {m: v for m, v in scores(result).items() if m.startswith("raw_")}
+                    if name in RAW_BASELINES_OF:  # the raw baselines depend on the training tokens and restarts
+                        raw_row = rows.setdefault(RAW_BASELINES_OF[name], {"description": "the pipeline's raw baselines"})
+                        raw_row.setdefault("per_seed", {}).setdefault(split, {})[str(seed)] = \
+                            {m: v for m, v in scores(result).items() if m.startswith("raw_")}
                 row.setdefault("per_seed", {}).setdefault(split, {})[str(seed)] = got
                 if not raw:
                     row.setdefault("usage", {})[f"{split}/{seed}"] = {k: v.get("wall_s") for k, v in result["usage"].items()}

@@ -46,6 +46,9 @@ DATA_FIELDS_OF_ONE_SPLIT = {
 }
 
 
+EMBED_FIELDS_OF_ONE_SPLIT = {"train": ("train_resolution",), "eval": ("eval_resolution", "flip_tta")}
+
+
 def stage_view(stage: str, cfg: ExperimentConfig, **args: Any) -> dict:
     """The JSON-able config a stage is keyed on: its sections of ``cfg`` plus stage arguments."""
     full = cfg.model_dump(mode="json")
@@ -54,6 +57,8 @@ def stage_view(stage: str, cfg: ExperimentConfig, **args: Any) -> dict:
         other = "train" if args.get("role") == "eval" else "eval"  # crop reads the training split
         # bad_files only decides what preflight puts in data.exclude, which is keyed itself.
         view["data"] = {k: v for k, v in view["data"].items() if k not in DATA_FIELDS_OF_ONE_SPLIT[other] + ("bad_files",)}
+        if "embed" in view:
+            view["embed"] = {k: v for k, v in view["embed"].items() if k not in EMBED_FIELDS_OF_ONE_SPLIT[other]}
     for section, fields in UNKEYED_FIELDS.get(stage, {}).items():
         view[section] = {k: v for k, v in view[section].items() if k not in fields}
     if stage == "cluster":
