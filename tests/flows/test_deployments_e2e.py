@@ -87,7 +87,7 @@ def test_parameter_schema_is_the_config_model_with_defaults_and_bounds(client) -
     assert train["dim"]["minimum"] == 1 and train["dim"]["maximum"] == 4096
     assert train["dim"]["description"] == "code dimension"
     loss = schema["definitions"]["LossConfig"]["properties"]
-    assert loss["shift_mode"]["enum"] == ["fixed", "calibrated"]
+    assert loss["shift_mode"]["enum"] == ["fixed", "calibrated", "per_anchor"]
     assert loss["b_self"]["minimum"] == -1.0 and loss["b_self"]["maximum"] == 1.0
     assert schema["properties"]["artifact_root"]["description"].startswith("the artifact cache")
     sweep = client.read_deployment_by_name("backbone_sweep/backbone-sweep").parameter_openapi_schema
