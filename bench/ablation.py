@@ -107,6 +107,7 @@ def main() -> None:
     ap.add_argument("--rows", nargs="+", default=list(ROWS) + list(RAW_READOUTS), choices=list(ROWS) + list(RAW_READOUTS))
     ap.add_argument("--splits", nargs="+", default=["val", "test"], choices=["val", "test"])
     ap.add_argument("--artifact-root", default=None, help="default: $STEGO_HOME/artifacts")
+    ap.add_argument("--redo", action="store_true", help="rerun rows already in the JSON (default: skip them)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     from flows.pipeline import default_artifact_root
@@ -122,6 +123,8 @@ def main() -> None:
             row = rows.setdefault(name, {})
             row.update(description=description, overrides=overrides)
             for split in args.splits:
+                if not args.redo and str(seed) in row.get("per_seed", {}).get(split, {}):
+                    continue
                 t0 = time.perf_counter()
                 result = run_pipeline(config("base" if raw else name, seed, split), root)
                 if raw:

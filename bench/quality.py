@@ -98,13 +98,15 @@ def phase_sweep(root: str) -> dict:
             "best": best, "label_free_preset": label_free}
 
 
-def phase_dynamics(root: str) -> dict:
+def phase_dynamics(root: str, save=lambda part: None) -> dict:
+    """Each length of ``DYNAMICS_STEPS``; ``save`` gets the lengths done so far after each one."""
     rows = []
     for steps in DYNAMICS_STEPS:
         result = run(base_config(f"train.steps={steps}"), root)
         rows.append({"steps": steps, **{m: scores(result)[m] for m in ("stego_cluster", "stego_linear")}})
         print(f"steps {steps}: cluster {100 * rows[-1]['stego_cluster']['mIoU']:.1f} "
               f"linear {100 * rows[-1]['stego_linear']['mIoU']:.1f}", flush=True)
+        save({"rows": list(rows), "preset_steps": base_config().train.steps})
     return {"rows": rows, "preset_steps": base_config().train.steps}
 
 
@@ -166,7 +168,7 @@ def main() -> None:
         elif phase == "sweep":
             out["sweep"] = phase_sweep(root)
         elif phase == "dynamics":
-            out["dynamics"] = phase_dynamics(root)
+            out["dynamics"] = phase_dynamics(root, save=lambda part: write(out, dynamics=part))
             dynamics_plot(out["dynamics"], ROOT / "docs" / "quality_dynamics.png")
         else:
             out["figure"] = phase_figure(root, ROOT / "docs" / "quality_test_examples.png")
