@@ -41,9 +41,9 @@ def test_writes_all_methods_with_real_metrics(first_run):
     assert written["config"]["data"]["train_limit"] == 4
     for f in ("head.safetensors", "head.json", "centroids.npy", "linear.safetensors", "loss.json", "history.json"):
         assert (out / "model" / f).exists(), f
-    shifts = json.loads((out / "model" / "loss.json").read_text())["shifts"]
-    assert shifts["rand"] > shifts["self"] - 1  # calibrated numbers, not the defaults
-    assert shifts != {"self": 0.08, "knn": 0.02, "rand": 0.66}
+    loss = json.loads((out / "model" / "loss.json").read_text())
+    # The dinov2 recipe: every anchor gets its own shift from the backbone's correlations, no global ones.
+    assert loss["shift_mode"] == "per_anchor" and loss["q_anchor"] == 0.8 and "shifts" not in loss
 
 
 def test_second_identical_run_recomputes_nothing(first_run, camvid_root):

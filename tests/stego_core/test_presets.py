@@ -73,7 +73,7 @@ def test_presets_extend_others_and_loops_are_refused(tmp_path, monkeypatch):
         (lambda: build_config(overrides=["train.steps=many"]), r"train.steps: Input should be a valid integer"),
         (lambda: build_config(overrides=["knn.k=5", "knn.num_neighbors=7"]), r"num_neighbors \(7\) must be < knn.k \(5\)"),
         (lambda: build_config(overrides=["loss.shift_mode=magic"]), "loss.shift_mode"),
-        (lambda: build_config(overrides=["loss.w_teacher=0.5"]), r"loss.w_teacher=0.5 needs an EMA teacher: set train.ema_decay"),
+        (lambda: build_config(overrides=["train.ema_decay=0", "loss.w_teacher=0.5"]), r"loss.w_teacher=0.5 needs an EMA teacher: set train.ema_decay"),
         (lambda: build_config(overrides=["train.ema_decay=1"]), r"train.ema_decay: Input should be less than 1"),
         (lambda: build_config(overrides=["cluster.method=spectral"]), r"cluster.method: Input should be 'probe', 'kmeans' or 'consensus'"),
         (lambda: build_config(overrides=["cluster.select=best"]), r"cluster.select"),
