@@ -48,6 +48,15 @@ def test_a_dinov2_backbone_without_a_preset_gets_its_recipe_under_the_users_sett
     assert build_config("cocostuff27-vits8").loss.shift_mode == "fixed"
 
 
+def test_the_camvid_preset_is_the_dinov2_recipe_with_camvid_data_and_evaluation():
+    cfg, recipe = build_config("camvid-dinov2s14"), load_preset("dinov2")
+    assert cfg.loss.shift_mode == recipe["loss"]["shift_mode"] == "per_anchor"
+    assert cfg.train.ema_decay == recipe["train"]["ema_decay"] > 0 and cfg.loss.w_teacher > 0
+    assert (cfg.cluster.select, cfg.cluster.refine_steps) == (recipe["cluster"]["select"], recipe["cluster"]["refine_steps"])
+    assert cfg.embed.train_resolution == recipe["embed"]["train_resolution"] == 168  # inherited, not pinned to 224
+    assert (cfg.data.dataset, cfg.embed.eval_resolution, cfg.embed.flip_tta, cfg.crf.enabled) == ("camvid", 322, True, True)
+
+
 def test_presets_extend_others_and_loops_are_refused(tmp_path, monkeypatch):
     import stego_core.presets as presets
 
