@@ -32,12 +32,11 @@ RESULTS = ROOT / "bench" / "results" / "readout_choice.json"
 
 
 def study(cfg, result: dict, root: str, head: bool, restarts: int) -> dict:
-    import faiss
     from scipy.stats import spearmanr
 
     from stego_core import stages
     from stego_core.consensus import size_entropy
-    from stego_core.kmeans import normalize_rows, tokens
+    from stego_core.kmeans import assign, normalize_rows, spherical_kmeans, tokens
     from tasks.remote_store import open_store
 
     store = open_store(root)
@@ -50,10 +49,8 @@ def study(cfg, result: dict, root: str, head: bool, restarts: int) -> dict:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(restarts):
-            km = faiss.Kmeans(x.shape[1], info.num_classes, niter=50, nredo=1, spherical=True, seed=r, verbose=False)
-            km.train(x)
-            centroids = normalize_rows(km.centroids)
-            assign = km.index.search(x, 1)[1][:, 0]
+            centroids = spherical_kmeans(x, info.num_classes, restarts=1, seed=r)  # one restart, as the pipeline's
+            labels, cosines = assign(x, centroids)
             folder = Path(tmp) / str(r)
             for d in ("c", "p", "e"):
                 (folder / d).mkdir(parents=True)
@@ -61,7 +58,7 @@ def study(cfg, result: dict, root: str, head: bool, restarts: int) -> dict:
             stages.predict_stage(cfg, emb_eval, head_dir, folder / "c", folder / "p")
             score = stages.evaluate_stage(emb_eval, {"m": folder / "p"}, folder / "e", num_classes=info.num_classes,
                                           class_names=info.class_names, matched={"m": True})["m"]
-            rows.append({"restart": r, "objective": float(km.obj[-1]), "entropy": size_entropy(assign, info.num_classes),
+            rows.append({"restart": r, "objective": float(cosines.sum(dtype=np.float64)), "entropy": size_entropy(labels, info.num_classes),
                          "mIoU": score["mIoU"], "accuracy": score["accuracy"]})
     miou = [row["mIoU"] for row in rows]
     out = {"rows": rows, "mean_mIoU": float(np.mean(miou)), "min_mIoU": min(miou), "max_mIoU": max(miou)}

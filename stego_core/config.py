@@ -120,7 +120,7 @@ class ClusterConfig(_Strict):
     num_clusters: Optional[int] = Field(None, ge=1, le=255, description="default: number of classes")
     select: Literal["objective", "balance"] = Field(
         "objective", description="method=kmeans: keep the restart with the best k-means objective, or the one with the "
-        "most even cluster sizes (label-free; tracks val mIoU on CamVid where the objective does not)")
+        "most even cluster sizes (label-free; see docs/RESULTS.md for how each tracks val mIoU on CamVid)")
     overcluster: int = Field(100, ge=2, le=4096, description="method=consensus: number of fine clusters")
     refine_steps: int = Field(0, ge=0, description="pseudo-label refinement of the centroids: teacher-student steps "
                               "with affinity-smoothed pseudo-labels (0 = off)")

@@ -11,27 +11,19 @@ not say which is better. Two remedies, neither using labels:
   group's centroid is the normalised token-weighted mean of its fine centroids.
 * :func:`balanced_kmeans_choice`: run the restarts separately and keep the one whose cluster sizes have
   the highest entropy. Degenerate solutions (one cluster swallowing road, pavement and buildings) are
-  the bad mode; on CamVid with DINOv2 the size entropy ranked restarts by val mIoU with Spearman
-  +0.41 to +0.78 on three trained heads, where the objective ranked them at -0.47 to -0.05
-  (docs/RESULTS.md, "Choosing among restarts").
+  the bad mode. How well the size entropy ranks restarts by val mIoU, against the objective, is measured
+  by ``bench/readout_choice.py`` (docs/RESULTS.md, "Choosing among k-means restarts without labels").
 """
 from __future__ import annotations
 
 import logging
 
-import faiss
 import numpy as np
 from scipy.cluster.hierarchy import cut_tree, linkage
 
-from stego_core.kmeans import normalize_rows, spherical_kmeans
+from stego_core.kmeans import assign, normalize_rows, spherical_kmeans
 
 logger = logging.getLogger(__name__)
-
-
-def _assign(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
-    index = faiss.IndexFlatIP(centroids.shape[1])
-    index.add(np.ascontiguousarray(centroids, dtype=np.float32))
-    return index.search(x, 1)[1][:, 0]
 
 
 def size_entropy(assignment: np.ndarray, k: int) -> float:
@@ -49,7 +41,7 @@ def balanced_kmeans_choice(vectors: np.ndarray, k: int, *, restarts: int = 5, se
     entropies, solutions = [], []
     for r in range(restarts):
         centroids = spherical_kmeans(x, k, restarts=1, iterations=iterations, seed=seed + r)
-        entropies.append(size_entropy(_assign(x, centroids), k))
+        entropies.append(size_entropy(assign(x, centroids)[0], k))
         solutions.append(centroids)
     chosen = int(np.argmax(entropies))
     logger.info("k-means restarts: size entropy %s, chose %d", [round(e, 3) for e in entropies], chosen)
@@ -71,11 +63,11 @@ def consensus_kmeans(vectors: np.ndarray, k: int, *, restarts: int = 20, fine: i
         raise ValueError(f"consensus needs at least one restart, got {restarts}")
     x = normalize_rows(vectors)
     fine_centroids = spherical_kmeans(x, fine, restarts=1, iterations=iterations, seed=seed)
-    fine_of = _assign(x, fine_centroids)
+    fine_of = assign(x, fine_centroids)[0]
     counts = np.bincount(fine_of, minlength=fine).astype(np.float64)
     together = np.zeros((fine, fine))
     for r in range(restarts):
-        coarse = _assign(x, spherical_kmeans(x, k, restarts=1, iterations=iterations, seed=seed + 1 + r))
+        coarse = assign(x, spherical_kmeans(x, k, restarts=1, iterations=iterations, seed=seed + 1 + r))[0]
         votes = np.zeros((fine, k))
         np.add.at(votes, (fine_of, coarse), 1)
         group = votes.argmax(1)  # where most of each fine cluster's tokens went

@@ -36,6 +36,15 @@ def spherical_kmeans(
     return normalize_rows(km.centroids)
 
 
+def assign(vectors: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest centroid of every row by inner product (cosine for unit rows): indices ``(N,)`` and the
+    inner products ``(N,)``; their sum is the spherical k-means objective."""
+    index = faiss.IndexFlatIP(centroids.shape[1])
+    index.add(np.ascontiguousarray(centroids, dtype=np.float32))
+    sims, idx = index.search(np.ascontiguousarray(vectors, dtype=np.float32), 1)
+    return idx[:, 0], sims[:, 0]
+
+
 def normalize_rows(x: np.ndarray) -> np.ndarray:
     """Rows of ``x`` scaled to unit L2 norm, as contiguous float32 (all-zero rows stay zero)."""
     x = np.ascontiguousarray(x, dtype=np.float32)

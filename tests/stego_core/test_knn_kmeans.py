@@ -89,3 +89,13 @@ def test_kmeans_validation_and_tokens():
     t = tokens(f)
     assert t.shape == (8, 3) and (t[1] == f[0, :, 0, 1]).all()
     assert tokens(f, max_tokens=5).shape == (5, 3)
+
+
+def test_assign_gives_the_nearest_centroid_by_cosine_and_its_similarity():
+    from stego_core.kmeans import assign, normalize_rows
+
+    rng = np.random.default_rng(3)
+    x, c = normalize_rows(rng.normal(size=(500, 16))), normalize_rows(rng.normal(size=(7, 16)))
+    labels, cosines = assign(x, c)
+    np.testing.assert_array_equal(labels, (x @ c.T).argmax(1))
+    np.testing.assert_allclose(cosines, (x @ c.T).max(1), rtol=1e-5, atol=1e-6)
