@@ -8,7 +8,7 @@ here only to judge the signals, never by the pipeline). Reported: Spearman corre
 signal with val mIoU, and the val mIoU of the restart each signal would pick, against the mean over
 restarts.
 
-    python bench/readout_choice.py                   # seeds 0 1 2, 20 restarts, ~25 min on 2 CPU cores
+    python bench/readout_choice.py --restarts 10     # as in docs/RESULTS.md: seeds 0 1 2, ~20 min on 2 CPU cores
 """
 from __future__ import annotations
 

@@ -384,7 +384,7 @@ regenerates this page). {machine_line(q)}
 {ablation_section(load("ablation.json"))}
 ### Choosing among k-means restarts without labels
 
-`python bench/readout_choice.py`
+`python bench/readout_choice.py --restarts 10`
 
 {readout_choice_section(load("readout_choice.json"))}
 ## Speed
