@@ -347,6 +347,93 @@ def backbones() -> None:
         typer.echo(f"{name:<16} C={spec.embed_dim:<5} patch={spec.patch_size:<3} {spec.weights}")
 
 
+cache_app = typer.Typer(no_args_is_help=True, help="Check and list the artifact cache.")
+app.add_typer(cache_app, name="cache")
+
+
+def cache_store(artifact_root: Optional[str]):
+    """The store at ``artifact_root`` (default: $STEGO_HOME/artifacts, as `stego run`); it must exist.
+
+    The default is spelled here rather than imported from flows.pipeline, whose import takes seconds
+    (tests/flows/test_cache_cli.py checks the two agree)."""
+    from stego_core.home import stego_home
+    from tasks.remote_store import RemoteArtifactStore, open_store
+
+    store = open_store(artifact_root or str(stego_home() / "artifacts"))
+    if not store.root.is_dir():
+        if isinstance(store, RemoteArtifactStore):
+            raise FileNotFoundError(f"no local mirror of {store.url} at {store.root}: this machine has"
+                                    " not read or written an artifact there yet")
+        raise FileNotFoundError(f"no artifact cache at {store.root}: run `stego run` first, or pass"
+                                " --artifact-root (the --artifact-root of `stego run`)")
+    return store
+
+
+def human_bytes(n: float) -> str:
+    """``1536 -> '1.5 KB'`` (powers of 1024)."""
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
+@cache_app.command("verify")
+def cache_verify(
+    stage: Optional[str] = typer.Option(None, help="only this stage's artifacts (default: all)"),
+    fix: bool = typer.Option(False, "--fix", help="delete the corrupt artifacts, so the next run recomputes them"),
+    artifact_root: Optional[str] = typer.Option(None, help="artifact cache (default: $STEGO_HOME/artifacts); "
+                                                "for a remote URL, its local mirror is checked"),
+) -> None:
+    """Re-hash every file of every artifact, ignoring the verified stamps; exit 1 if any is corrupt.
+
+    Opening an artifact re-hashes its files only when their size, mtime or inode changed since they
+    were last verified; this catches what that cannot see (bit rot, an edit that kept the mtime).
+    """
+    import functools
+    import time
+
+    from tqdm import tqdm
+
+    started = time.perf_counter()
+    try:
+        store = cache_store(artifact_root)
+        bar = functools.partial(tqdm, desc="verifying", unit="artifact", file=sys.stderr, leave=False,
+                                disable=not sys.stderr.isatty())
+        report = store.verify_all(stage, fix=fix, progress=bar)
+    except USER_ERRORS as exc:
+        fail(exc)
+    seconds = time.perf_counter() - started
+    bad = [check for check in report if not check.ok]
+    for check in bad:
+        typer.secho(f"{'removed' if check.removed else 'corrupt'} {check.stage}/{check.key} at {check.path}: "
+                    f"{check.reason}", fg=typer.colors.RED)
+    hashed = human_bytes(sum(check.bytes_hashed for check in report))
+    typer.echo(f"{len(report)} artifact{'' if len(report) == 1 else 's'} checked, {len(bad)} corrupt"
+               f"{' (removed: the next run recomputes them)' if fix and bad else ''}; {hashed} hashed in {seconds:.1f} s")
+    if bad and not fix:
+        typer.echo("run `stego cache verify --fix` to delete them (the next run recomputes them)")
+        raise typer.Exit(1)
+
+
+@cache_app.command("list")
+def cache_list(
+    stage: Optional[str] = typer.Option(None, help="only this stage's artifacts (default: all)"),
+    artifact_root: Optional[str] = typer.Option(None, help="artifact cache (default: $STEGO_HOME/artifacts)"),
+) -> None:
+    """The artifacts in the cache: stage, key, size and when it was created (from the manifests, not verified)."""
+    try:
+        entries = cache_store(artifact_root).artifacts(stage)
+    except USER_ERRORS as exc:
+        fail(exc)
+    width = max([len("stage")] + [len(e.stage) for e in entries])
+    typer.echo(f"{'stage':<{width}} {'key':<20} {'size':>10}  created")
+    for e in entries:
+        size = "?" if e.size is None else human_bytes(e.size)
+        typer.echo(f"{e.stage:<{width}} {e.key:<20} {size:>10}  {e.created or '(no valid manifest)'}")
+    typer.echo(f"{len(entries)} artifact{'' if len(entries) == 1 else 's'}, {human_bytes(sum(e.size or 0 for e in entries))}")
+
+
 def main() -> None:
     logging.basicConfig(level=os.environ.get("STEGO_LOG_LEVEL", "WARNING"))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")

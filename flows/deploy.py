@@ -172,6 +172,53 @@ def trigger(deployment: str, parameters: dict[str, Any], *, wait: bool = False, 
         raise ValueError(f"deployment {deployment!r} is not on the server at {api_url()}; run `stego deploy`") from None
 
 
+def queue_run(deployment: str, parameters: dict[str, Any], *, name: str, tags: list[str], hint: str = "") -> Any:
+    """Queue one flow run of ``deployment`` (linked to the calling flow run, as a child) without waiting.
+
+    Raises:
+        ValueError: the deployment is not registered on the server (``hint`` says what else to do).
+    """
+    from prefect.deployments import run_deployment
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        return run_deployment(deployment, parameters=parameters, timeout=0, flow_run_name=name, tags=tags)
+    except ObjectNotFound:
+        raise ValueError(f"deployment {deployment!r} is not on the Prefect server; register it with `stego deploy`"
+                         + (f", {hint}" if hint else "")) from None
+
+
+def wait_for_runs(run_ids: list[Any], *, timeout_s: float | None = None, poll_s: float = 5.0,
+                  on_final: Any = None, what: str = "flow runs") -> dict[str, Any]:
+    """Poll the server until every flow run in ``run_ids`` is final; ``on_final(run)`` is called once for
+    each as it ends. Returns ``{str(id): run}``.
+
+    Raises:
+        TimeoutError: some runs are not final after ``timeout_s`` (they keep running); the message lists them.
+    """
+    import time
+
+    from prefect.client.orchestration import get_client
+
+    deadline = time.monotonic() + timeout_s if timeout_s else None
+    done: dict[str, Any] = {}
+    with get_client(sync_client=True) as client:
+        pending = [str(r) for r in run_ids]
+        while pending:
+            for run_id in list(pending):
+                run = client.read_flow_run(run_id)
+                if run.state is not None and run.state.is_final():
+                    pending.remove(run_id)
+                    done[run_id] = run
+                    if on_final is not None:
+                        on_final(run)
+            if pending and deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"{len(pending)} {what} still running after {timeout_s:.0f} s: {', '.join(pending)}")
+            if pending:
+                time.sleep(poll_s)
+    return done
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port nothing listens on right now."""
     import socket

@@ -15,11 +15,10 @@ from stego_core.home import stego_home
 from stego_core.stages import split_info
 from stego_core.validation import excluded_files, preflight, write_bad_files
 from stego_core.data import resolve_data_root
-from tasks.remote_store import open_store
+from flows.runner import StageRunner
+from flows.shards import embed_split
 from tasks.stages import (
     cluster_task,
-    crop_task,
-    embed_task,
     evaluate_task,
     knn_task,
     linear_probe_task,
@@ -29,7 +28,6 @@ from tasks.stages import (
 from tasks.figures import run_figures
 from tasks.prefect_stage import run_logger
 from tasks.tracking import NullTracker, RunTracker, TrackingUnavailable, local_tracking_uri, redact, resolve_tracking_uri
-from tasks.views import stage_view
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +50,8 @@ def resolve_config(config: ExperimentConfig) -> ExperimentConfig:
 def stego_pipeline(config: ExperimentConfig = ExperimentConfig(), artifact_root: Optional[str] = None,
                    output: Optional[str] = None, check_inputs: bool = True, tracking: bool = True,
                    tracking_uri: Optional[str] = None, experiment: Optional[str] = None,
-                   parent_run_id: Optional[str] = None, tracking_fallback: bool = False) -> dict:
+                   parent_run_id: Optional[str] = None, tracking_fallback: bool = False,
+                   shard_deployment: Optional[str] = None) -> dict:
     """Five-crop, embed, KNN, train the head, cluster, probe, predict (+ CRF) and evaluate.
 
     The result (metrics, artifact keys, cache hits, stage usage) is persisted as JSON in Prefect's
@@ -71,6 +70,10 @@ def stego_pipeline(config: ExperimentConfig = ExperimentConfig(), artifact_root:
         tracking_fallback: when the tracking server cannot be reached, warn and track to the local
             store ($STEGO_HOME/mlflow.db) instead of failing (the default fails in seconds, before
             any stage runs).
+        shard_deployment: a split of more than embed.shard_size images is cropped and embedded in
+            shards; with this deployment (embed_shard/embed-shard) each missing shard is a flow run on
+            its work pool, so every GPU worker takes shards; empty: the shards run here, one by one.
+            Give the artifact_root every worker sees.
     """
     cfg = resolve_config(config)
     store = artifact_root or default_artifact_root()
@@ -84,7 +87,7 @@ def stego_pipeline(config: ExperimentConfig = ExperimentConfig(), artifact_root:
     with tracker:  # ends the MLflow run FINISHED, or FAILED with the error
         if listed:
             tracker.log_bad_files([asdict(b) for b in bad])
-        result = run_stages(cfg, store, output, tracker)
+        result = run_stages(cfg, store, output, tracker, shard_deployment=shard_deployment)
     return result
 
 
@@ -107,32 +110,22 @@ def start_tracking(cfg: ExperimentConfig, enabled: bool, tracking_uri: str | Non
                                 **{**args, "parent_run_id": None})
 
 
-def run_stages(cfg: ExperimentConfig, store: str, output: str | None, tracker: RunTracker | NullTracker) -> dict:
+def run_stages(cfg: ExperimentConfig, store: str, output: str | None, tracker: RunTracker | NullTracker,
+               shard_deployment: str | None = None) -> dict:
     """The stages in order (the flow's body); ``tracker`` gets the loss curves and the final record."""
     eval_info = split_info(cfg, "eval")
     k, names = eval_info.num_classes, list(eval_info.class_names)
-    artifacts = open_store(store)
+    run = StageRunner(cfg, store)
 
-    def run(task, stage: str, inputs: dict, task_args: dict | None = None, of: ExperimentConfig = cfg, **args) -> dict:
-        """The task's ref, its ``path`` made a folder on this machine: a ref computed (or cached by
-        Prefect) on another worker names that worker's folder; a remote store is read back here.
-        ``args`` are keyed stage arguments, ``task_args`` unkeyed task parameters, ``of`` the config."""
-        ref = task(config=stage_view(stage, of, **args), inputs={n: v for n, v in inputs.items() if v}, store_root=store,
-                   **(task_args or {}))
-        if not Path(ref["path"]).is_dir():
-            ref = {**ref, "path": str(artifacts.open(ref["stage"], ref["key"]).path)}
-        return ref
-
-    # 1. Training images: five crops each (lossless PNG).
-    crop = run(crop_task, "crop", {}) if cfg.data.five_crop else None
-    # 2. Frozen-backbone features, once per split.
-    emb_train = run(embed_task, "embed", {"crop": crop and crop["key"]}, role="train")
-    emb_eval = run(embed_task, "embed", {}, role="eval")
+    # 1-2. Training crops (five per image, uint8 at the training resolution) and frozen-backbone features,
+    # once per split; a large split in shards (on the gpu pool's workers with shard_deployment).
+    train_refs = embed_split(run, "train", shard_deployment=shard_deployment)
+    crop, emb_train = train_refs["crop"], train_refs["embed"]
+    emb_eval = embed_split(run, "eval", shard_deployment=shard_deployment)["embed"]
     # 3. KNN partners over the training set.
     knn = run(knn_task, "knn", {"embed": emb_train["key"]})
     # 4. The segmentation head, trained with the contrastive correlation loss.
-    head = run(train_head_task, "train_head", {"embed": emb_train["key"], "knn": knn["key"]},
-               task_args={"checkpoint_every": cfg.train.checkpoint_every})
+    head = run(train_head_task, "train_head", {"embed": emb_train["key"], "knn": knn["key"]})
     tracker.log_training(Path(head["path"]))
     # 5. Readouts: clusters (no labels) and linear probes (labels), on the code and on raw features.
     # Linear probes need training labels; an unlabelled training folder gets the cluster methods only.

@@ -19,7 +19,6 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
@@ -134,34 +133,27 @@ def run_on_workers(kind: str, deployment: str, children: Sequence[Child], shared
                    timeout_minutes: float | None) -> None:
     """Queue one flow run of ``deployment`` per child (as the UI's Run button does, linked to this
     flow run), then wait until every one is final."""
-    from prefect.client.orchestration import get_client
-    from prefect.deployments import run_deployment
-    from prefect.exceptions import ObjectNotFound
+    from flows.deploy import queue_run, wait_for_runs
 
+    by_run: dict[str, Child] = {}
     for child in children:
-        try:
-            run = run_deployment(deployment, parameters={"config": child.config.model_dump(mode="json"), **shared},
-                                 timeout=0, flow_run_name=f"{kind}: {child.label}", tags=[kind])
-        except ObjectNotFound:
-            raise ValueError(f"deployment {deployment!r} is not on the Prefect server; register it with `stego deploy`, "
-                             "or set deployment=None to run the children in this process") from None
+        run = queue_run(deployment, {"config": child.config.model_dump(mode="json"), **shared},
+                        name=f"{kind}: {child.label}", tags=[kind],
+                        hint="or set deployment=None to run the children in this process")
         child.outcome = {"flow_run_id": str(run.id)}
+        by_run[str(run.id)] = child
         logger.info("queued %s as flow run %s", child.label, run.id)
-    deadline = time.monotonic() + 60 * timeout_minutes if timeout_minutes else None
-    with get_client(sync_client=True) as client:
-        pending = list(children)
-        while pending:
-            for child in list(pending):
-                run = client.read_flow_run(child.outcome["flow_run_id"])
-                if run.state is not None and run.state.is_final():
-                    pending.remove(child)
-                    child.outcome.update(finished_outcome(run))
-                    logger.info("%s: %s", child.label, run.state.name)
-            if pending and deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"{kind}: {len(pending)} children still running after {timeout_minutes} min: "
-                                   + ", ".join(f"{c.label} ({c.outcome['flow_run_id']})" for c in pending))
-            if pending:
-                time.sleep(POLL_SECONDS)
+
+    def finished(run: Any) -> None:
+        child = by_run[str(run.id)]
+        child.outcome.update(finished_outcome(run))
+        logger.info("%s: %s", child.label, run.state.name)
+
+    try:
+        wait_for_runs(list(by_run), timeout_s=60 * timeout_minutes if timeout_minutes else None, poll_s=POLL_SECONDS,
+                      on_final=finished, what=f"{kind} children")
+    except TimeoutError as exc:
+        raise TimeoutError(f"{kind}: {exc}") from None
 
 
 def finished_outcome(run: Any) -> dict[str, Any]:

@@ -56,6 +56,10 @@ class EmbedConfig(_Strict):
     loader: Literal["auto", "threads", "processes"] = Field(
         "auto", description="decoding workers: threads, or processes (fork server); auto = processes on CUDA "
                             "with more than one worker, threads otherwise (same outputs either way)")
+    shard_size: int = Field(5000, ge=1, description="a split of more images than this is cropped and embedded in "
+                            "shards of this many images, each its own cached, retryable unit (not in the cache key "
+                            "of unsharded splits); shards run on the gpu pool's workers when the pipeline is given "
+                            "shard_deployment")
 
 
 class KnnConfig(_Strict):
@@ -109,6 +113,10 @@ class TrainConfig(_Strict):
     feature_dropout: bool = Field(True, description="channel dropout on the features entering the loss")
     ema_decay: float = Field(0.0, ge=0.0, lt=1.0, description="keep an EMA teacher of the head with this decay and "
                              "return it (0 = off); its codes feed loss.w_teacher")
+    features: Literal["cache", "recompute"] = Field(
+        "cache", description="cache: train on the embed stage's stored features (fp16 memmap); recompute: store no "
+        "training features and run the frozen backbone on each batch's crops (the reference's design: any dataset "
+        "trains on any disk, at the cost of a backbone pass per step and per readout)")
     log_every: int = Field(10, ge=1)
     checkpoint_every: int = Field(100, ge=0, description="save a resumable training checkpoint every N steps (0 = off)")
 
@@ -152,6 +160,19 @@ class CrfConfig(_Strict):
     processes: Optional[int] = Field(None, ge=1, description="CRF worker processes (default: all cores)")
 
 
+class MemoryConfig(_Strict):
+    """How much of a machine a stage may fill with resident copies. Never part of a cache key: whether a table is
+    resident or streamed from its memory-mapped artifact, the numbers are the same."""
+
+    host_gb: float = Field(4.0, gt=0.0, description="host memory for resident copies (the training features on a "
+                           "CPU, the training code for the readouts); larger tables are read from their memory-mapped "
+                           "files batch by batch (the code through a float32 file beside the artifacts)")
+    device_gb: float = Field(4.0, gt=0.0, description="GPU memory for a device-resident copy of the training features; "
+                             "larger tables are gathered from the host memmap batch by batch")
+    placement: Literal["auto", "resident", "stream"] = Field(
+        "auto", description="auto: resident when a table fits its budget, else streamed; resident / stream force one")
+
+
 class ExperimentConfig(_Strict):
     name: str = Field("stego", description="experiment name")
     preset: Optional[str] = Field(None, description="preset this config was built from")
@@ -165,6 +186,7 @@ class ExperimentConfig(_Strict):
     cluster: ClusterConfig = ClusterConfig()
     linear: LinearConfig = LinearConfig()
     crf: CrfConfig = CrfConfig()
+    memory: MemoryConfig = MemoryConfig()
     baselines: bool = Field(True, description="also score raw-feature k-means and linear probe")
 
     @model_validator(mode="after")

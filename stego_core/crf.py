@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CrfParams", "dense_crf", "dense_crf_batch"]
+__all__ = ["CrfParams", "CrfPool", "dense_crf", "dense_crf_batch"]
 
 
 @dataclass(frozen=True)
@@ -147,6 +147,72 @@ def _crf_job(job: tuple[np.ndarray, np.ndarray, CrfParams]) -> np.ndarray:
     return dense_crf(image, probs, params)
 
 
+class CrfPool:
+    """A spawn-started process pool for :func:`dense_crf`, opened once and used for many batches.
+
+    The pool uses the ``spawn`` start method: forking a process that has started torch's thread
+    pools can deadlock. Each worker is single-threaded C++, so ``processes`` ~ CPU cores; ``1`` runs
+    inline, with no pool. Starting the workers costs seconds (each imports numpy and pydensecrf), so a
+    stage opens one pool for all its batches.
+
+    Example:
+        >>> with CrfPool(processes=2) as pool:
+        ...     refined = pool.map(images, probs, CrfParams())
+
+    Raises:
+        ValueError: ``processes`` is not an integer >= 1 (or None: ``os.cpu_count()``).
+    """
+
+    def __init__(self, processes: int | None = None) -> None:
+        if processes is None:
+            processes = os.cpu_count() or 1
+        if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
+            raise ValueError(f"dense_crf_batch: processes must be an integer >= 1 (or None), got {processes!r}.")
+        self.processes = processes
+        self._pool: ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> CrfPool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+
+    def map(self, images: Sequence[np.ndarray], probs: Sequence[np.ndarray], params: CrfParams = CrfParams(),
+            *, progress: bool = False) -> list[np.ndarray]:
+        """:func:`dense_crf` of every ``(image, probs)`` pair, in order (arguments as :func:`dense_crf_batch`)."""
+        if len(images) != len(probs):
+            raise ValueError(f"dense_crf_batch: got {len(images)} images but {len(probs)} probability maps.")
+        for index, (image, prob) in enumerate(zip(images, probs)):
+            try:
+                _validate(image, prob)
+            except ValueError as err:
+                raise ValueError(f"dense_crf_batch: item {index}: {err}") from err
+        jobs = [(image, prob, params) for image, prob in zip(images, probs)]
+        bar = tqdm(total=len(jobs), desc="dense CRF", unit="img", disable=not progress)
+        results: list[np.ndarray] = []
+        try:
+            if min(self.processes, len(jobs)) <= 1:
+                for job in jobs:
+                    results.append(_crf_job(job))
+                    bar.update(1)
+            else:
+                if self._pool is None:
+                    logger.debug("CrfPool: starting %d spawned workers", self.processes)
+                    self._pool = ProcessPoolExecutor(max_workers=self.processes,
+                                                     mp_context=multiprocessing.get_context("spawn"))
+                for refined in self._pool.map(_crf_job, jobs, chunksize=1):
+                    results.append(refined)
+                    bar.update(1)
+        finally:
+            bar.close()
+        return results
+
+
 def dense_crf_batch(
     images: Sequence[np.ndarray],
     probs: Sequence[np.ndarray],
@@ -155,10 +221,8 @@ def dense_crf_batch(
     processes: int | None = None,
     progress: bool = True,
 ) -> list[np.ndarray]:
-    """Apply :func:`dense_crf` to many images, in order, in a spawn-started process pool.
-
-    The pool uses the ``spawn`` start method: forking a process that has started torch's thread
-    pools can deadlock. Each worker is single-threaded C++, so ``processes`` ~ CPU cores.
+    """Apply :func:`dense_crf` to many images, in order, in a spawn-started process pool of their own
+    (:class:`CrfPool`; keep one open instead when there are many batches).
 
     Args:
         images: ``N`` images, each ``(H_i, W_i, 3)`` uint8.
@@ -174,33 +238,5 @@ def dense_crf_batch(
         ValueError: if the sequences differ in length or ``processes < 1``; any error raised by
             :func:`dense_crf` for an item.
     """
-    if len(images) != len(probs):
-        raise ValueError(f"dense_crf_batch: got {len(images)} images but {len(probs)} probability maps.")
-    if processes is None:
-        processes = os.cpu_count() or 1
-    if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
-        raise ValueError(f"dense_crf_batch: processes must be an integer >= 1 (or None), got {processes!r}.")
-    for index, (image, prob) in enumerate(zip(images, probs)):
-        try:
-            _validate(image, prob)
-        except ValueError as err:
-            raise ValueError(f"dense_crf_batch: item {index}: {err}") from err
-    jobs = [(image, prob, params) for image, prob in zip(images, probs)]
-    workers = min(processes, len(jobs))
-    bar = tqdm(total=len(jobs), desc="dense CRF", unit="img", disable=not progress)
-    results: list[np.ndarray] = []
-    try:
-        if workers <= 1:
-            for job in jobs:
-                results.append(_crf_job(job))
-                bar.update(1)
-        else:
-            logger.debug("dense_crf_batch: %d images on %d spawned workers", len(jobs), workers)
-            context = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-                for refined in pool.map(_crf_job, jobs, chunksize=1):
-                    results.append(refined)
-                    bar.update(1)
-    finally:
-        bar.close()
-    return results
+    with CrfPool(processes) as pool:
+        return pool.map(images, probs, params, progress=progress)

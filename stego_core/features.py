@@ -2,13 +2,20 @@
 
 Output folder layout (what the embed stage's artifact holds):
 
-* ``features.npy``       ``(N, C, h, w)`` float16, h = w = resolution / patch
+* ``features.npy``       ``(N, C, h, w)`` float16, h = w = resolution / patch (not with ``store_features=False``)
 * ``features_flip.npy``  same, for the horizontally flipped image, flipped back to align (``flip=True``)
 * ``labels.npy``         ``(N, R, R)`` uint8 class ids at the input resolution, 255 = void / unlabelled
+* ``descriptors.npy``    ``(N, C)`` float32: each image's features averaged over the grid (the KNN's input)
 * ``index.json``         stems and source paths, in row order
+* ``recompute.json``     (``store_features=False``) what :func:`open_embedding` needs to recompute the
+  features from the crop folder's pixels: the ``train.features=recompute`` mode
 
-Decoding (read, resize, crop) runs a few batches ahead of the backbone, in one of two loaders that
-give the same bytes (``loader``):
+A sharded split's embed folder holds ``shards.json`` instead (the part folders, in row order); its
+tables are read through :func:`stego_core.access.open_table` as one.
+
+The pixels come from a :class:`~stego_core.data.CropArrays` (the training crops, stored as uint8:
+read in slices by one thread a few batches ahead, no decoding) or are decoded a few batches ahead of
+the backbone, in one of two loaders that give the same bytes (``loader``):
 
 * ``threads``: a small thread pool (PIL and torch release the GIL). The default on CPU: no worker
   processes at all (forking under Prefect's threads made DataLoader workers die at exit), and on two
@@ -34,8 +41,10 @@ import sys
 import types
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Any, Callable, Iterator, Literal
 
 import numpy as np
 import torch
@@ -43,6 +52,9 @@ from torch.utils.data import DataLoader
 
 from numpy.lib.format import open_memmap
 from tqdm.auto import tqdm
+
+from stego_core.access import ConcatRows, MappedRows, open_table, read_index, shard_folders
+from stego_core.data import CropArrays
 
 logger = logging.getLogger(__name__)
 
@@ -82,9 +94,14 @@ def collate_batch(items: list[dict]) -> dict:
 
 
 def prefetch_batches(dataset, batch_size: int, workers: int, *, pin: bool = False, lookahead: int = 2) -> Iterator[dict]:
-    """Collated batches of ``dataset`` in order, decoded by ``workers`` threads ``lookahead`` batches ahead."""
+    """Collated batches of ``dataset`` in order, decoded by ``workers`` threads ``lookahead`` batches ahead
+    (a dataset with ``read_batch(start, stop)``, such as stored crops, is read in slices instead)."""
     def load(start: int) -> dict:
-        batch = collate_batch([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
+        stop = min(start + batch_size, len(dataset))
+        if hasattr(dataset, "read_batch"):
+            batch = dataset.read_batch(start, stop)
+        else:
+            batch = collate_batch([dataset[i] for i in range(start, stop)])
         if pin:
             batch["image"] = batch["image"].pin_memory()
         return batch
@@ -142,6 +159,12 @@ def _to_float16(f: torch.Tensor) -> np.ndarray:
     return f.float().to(torch.float16).cpu().numpy()
 
 
+def grid_means(f16: np.ndarray) -> np.ndarray:
+    """``(B, C, h, w)`` stored (float16) features -> their float32 means over the grid ``(B, C)``: the rows of
+    ``descriptors.npy``, the same numbers :func:`stego_core.knn.global_descriptors` computes before it normalises."""
+    return np.asarray(f16, dtype=np.float32).mean(axis=(2, 3))
+
+
 @torch.inference_mode()
 def extract_features(
     backbone: torch.nn.Module,
@@ -154,8 +177,11 @@ def extract_features(
     flip: bool = False,
     progress: bool = True,
     loader: Loader = "auto",
+    store_features: bool = True,
 ) -> dict:
-    """Run ``backbone`` over ``dataset`` (a :class:`~stego_core.data.SegmentationDataset`) into ``out_dir``.
+    """Run ``backbone`` over ``dataset`` (a :class:`~stego_core.data.SegmentationDataset`, or the stored
+    crops of a :class:`~stego_core.data.CropArrays`) into ``out_dir``. With ``store_features=False`` only
+    the labels, descriptors and index are written (the features are recomputed when read).
 
     Returns a small summary ``{"num_images", "feature_shape", "flip", "loader"}``.
     """
@@ -169,13 +195,18 @@ def extract_features(
     if n == 0:
         raise ValueError("no images to embed")
     workers = default_num_workers(device) if num_workers is None else num_workers
-    kind = resolve_loader(loader, device, workers, n)
-    pixels = copy.copy(dataset)  # same samples, uint8 images: normalised below, on the device
-    pixels.normalize = False
+    stored = hasattr(dataset, "read_batch")
+    if stored:  # uint8 crops already: slices of a memmap, read one thread ahead
+        kind, pixels, workers = "stored crops", dataset, 1
+    else:
+        kind = resolve_loader(loader, device, workers, n)
+        pixels = copy.copy(dataset)  # same samples, uint8 images: normalised below, on the device
+        pixels.normalize = False
     load = process_batches if kind == "processes" else prefetch_batches
     batches = load(pixels, batch_size, workers, pin=device.type == "cuda")
     num_batches = (n + batch_size - 1) // batch_size
-    feats = flips = labels = None
+    feats = flips = labels = descriptors = None
+    flip = flip and store_features
     row = 0
     for batch in tqdm(batches, total=num_batches, desc=f"embed {n} images", disable=not progress, leave=False):
         images, label = batch["image"].to(device, non_blocking=True), batch["label"]
@@ -183,35 +214,104 @@ def extract_features(
             images = images.contiguous(memory_format=torch.channels_last)
         f, ff = embed_batch(backbone, dataset.normalize_images(images), flip=flip)
         b = f.shape[0]
-        if feats is None:
+        if labels is None:
             shape = (n, *f.shape[1:])
-            feats = open_memmap(out / "features.npy", mode="w+", dtype=np.float16, shape=shape)
+            if store_features:
+                feats = open_memmap(out / "features.npy", mode="w+", dtype=np.float16, shape=shape)
             if flip:
                 flips = open_memmap(out / "features_flip.npy", mode="w+", dtype=np.float16, shape=shape)
             labels = open_memmap(out / "labels.npy", mode="w+", dtype=np.uint8, shape=(n, *label.shape[1:]))
-        feats[row : row + b] = _to_float16(f)
+            descriptors = open_memmap(out / "descriptors.npy", mode="w+", dtype=np.float32, shape=shape[:2])
+        f16 = _to_float16(f)
+        if store_features:
+            feats[row : row + b] = f16
         if flip:
             flips[row : row + b] = _to_float16(ff)
         labels[row : row + b] = label.numpy()
+        descriptors[row : row + b] = grid_means(f16)
         row += b
-    for arr in (feats, flips, labels):
+    for arr in (feats, flips, labels, descriptors):
         if arr is not None:
             arr.flush()
-    index = [{"stem": s.stem, "image": str(s.image), "label": str(s.label) if s.label else None} for s in dataset.samples]
+    if stored:
+        index = dataset.index()
+    else:
+        index = [{"stem": s.stem, "image": str(s.image), "label": str(s.label) if s.label else None} for s in dataset.samples]
     (out / "index.json").write_text(json.dumps(index, indent=1))
-    summary = {"num_images": n, "feature_shape": list(feats.shape), "flip": flip, "loader": kind}
+    summary = {"num_images": n, "feature_shape": [n, *shape[1:]], "flip": flip, "loader": kind,
+               "features": "stored" if store_features else "recomputed when read"}
     logger.info("embedded %d images -> %s (%s loader, %d workers)", n, summary["feature_shape"], kind, workers)
     return summary
 
 
-def load_features(folder: str | os.PathLike, *, mmap: bool = True) -> dict:
-    """Read an embed folder: ``{"features", "features_flip" (or None), "labels", "index"}``."""
+RECOMPUTE_FILE = "recompute.json"
+
+
+@dataclass
+class Embedding:
+    """The tables of an embed folder (:func:`open_embedding`); ``features_flip`` is None without flip TTA,
+    ``descriptors`` in a folder written before they were stored."""
+
+    folder: Path
+    features: Any
+    features_flip: Any | None
+    labels: Any
+    descriptors: Any
+
+    @cached_property
+    def index(self) -> list[dict]:
+        """Stems and source paths in row order (read on first use: large for big splits)."""
+        return read_index(self.folder)
+
+
+BackboneFactory = Callable[[dict], torch.nn.Module]
+
+
+def open_embedding(folder: str | os.PathLike, *, device: str | torch.device = "cpu",
+                   backbone_factory: BackboneFactory | None = None) -> Embedding:
+    """The tables of an embed folder, sharded or not, as tables (:mod:`stego_core.access`): memmaps, shards
+    read as one, and for a ``train.features=recompute`` folder, features recomputed on demand by the frozen
+    backbone (on ``device``) from the stored crops, exactly as the embed stage computed its descriptors.
+
+    ``backbone_factory(spec)`` builds the backbone from the ``recompute.json`` spec (default:
+    :func:`~stego_core.backbones.create_backbone`); one backbone is built per call, shared by all shards.
+    """
     folder = Path(folder)
-    mode = "r" if mmap else None
-    flip_path = folder / "features_flip.npy"
-    return {
-        "features": np.load(folder / "features.npy", mmap_mode=mode),
-        "features_flip": np.load(flip_path, mmap_mode=mode) if flip_path.exists() else None,
-        "labels": np.load(folder / "labels.npy", mmap_mode=mode),
-        "index": json.loads((folder / "index.json").read_text()),
-    }
+    built: dict[str, torch.nn.Module] = {}
+
+    def backbone_for(spec: dict) -> torch.nn.Module:
+        key = json.dumps({k: spec[k] for k in ("backbone", "weights", "pretrained")}, sort_keys=True)
+        if key not in built:
+            if backbone_factory is not None:
+                built[key] = backbone_factory(spec)
+            else:
+                from stego_core.backbones import create_backbone
+
+                built[key] = create_backbone(spec["backbone"], weights=spec["weights"], pretrained=spec["pretrained"])
+            built[key] = built[key].to(device).eval()
+        return built[key]
+
+    return Embedding(folder=folder, features=_features_table(folder, torch.device(device), backbone_for),
+                     features_flip=open_table(folder, "features_flip.npy", required=False),
+                     labels=open_table(folder, "labels.npy"),
+                     descriptors=open_table(folder, "descriptors.npy", required=False))
+
+
+def _features_table(folder: Path, device: torch.device, backbone_for: Callable[[dict], torch.nn.Module]):
+    parts = shard_folders(folder)
+    if parts is not None:
+        return ConcatRows([_features_table(p, device, backbone_for) for p in parts])
+    spec_path = folder / RECOMPUTE_FILE
+    if not spec_path.is_file():
+        return open_table(folder, "features.npy")
+    spec = json.loads(spec_path.read_text())
+    crops = CropArrays(folder / spec["crops"], mean=spec["mean"], std=spec["std"])
+
+    @torch.inference_mode()
+    def recompute(pixels: np.ndarray) -> np.ndarray:
+        backbone = backbone_for(spec)
+        images = crops.normalize_images(torch.from_numpy(np.ascontiguousarray(pixels)).to(device))
+        return _to_float16(embed_batch(backbone, images)[0])
+
+    return MappedRows(crops.pixels, recompute, row_shape=spec["feature_shape"], dtype=np.float16,
+                      batch=spec.get("batch_size", 8), what=f"features recomputed by {spec['backbone']}")

@@ -49,18 +49,3 @@ def normalize_rows(x: np.ndarray) -> np.ndarray:
     """Rows of ``x`` scaled to unit L2 norm, as contiguous float32 (all-zero rows stay zero)."""
     x = np.ascontiguousarray(x, dtype=np.float32)
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
-def tokens(features: np.ndarray, *, max_tokens: int | None = None, seed: int = 0, batch: int = 256) -> np.ndarray:
-    """Flatten dense maps ``(N, C, H, W)`` into token rows ``(N*H*W, C)`` float32, optionally subsampled."""
-    n, c, h, w = features.shape
-    total = n * h * w
-    chosen = None
-    if max_tokens is not None and total > max_tokens:
-        chosen = np.sort(np.random.default_rng(seed).choice(total, size=max_tokens, replace=False))
-    rows = []
-    for start in range(0, n, batch):
-        block = np.asarray(features[start : start + batch], dtype=np.float32)
-        rows.append(block.transpose(0, 2, 3, 1).reshape(-1, c))
-    out = np.concatenate(rows)
-    return out if chosen is None else out[chosen]

@@ -30,10 +30,20 @@ def global_descriptors(features: np.ndarray, batch: int = 256) -> np.ndarray:
     out = np.empty(features.shape[:2], dtype=np.float32)
     for start in range(0, len(features), batch):
         out[start : start + batch] = np.asarray(features[start : start + batch], dtype=np.float32).mean(axis=(2, 3))
-    norms = np.linalg.norm(out, axis=1, keepdims=True)
+    return unit_descriptors(out)
+
+
+def unit_descriptors(means: np.ndarray) -> np.ndarray:
+    """Per-image grid means ``(N, C)`` (the embed stage's ``descriptors.npy``) -> unit vectors ``(N, C)``.
+
+    Raises:
+        ValueError: an image whose features are all zero (no direction to normalise).
+    """
+    means = np.asarray(means, dtype=np.float32)
+    norms = np.linalg.norm(means, axis=1, keepdims=True)
     if np.any(norms == 0):
         raise ValueError("some images have all-zero features; cannot normalise their global descriptor")
-    return out / norms
+    return means / norms
 
 
 def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:

@@ -80,13 +80,15 @@ def predict(
     device: str | torch.device = "cpu",
     progress: bool = True,
     desc: str = "predict",
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Class/cluster id per pixel ``(N, H, W)`` uint8.
+    """Class/cluster id per pixel ``(N, H, W)`` uint8, written into ``out`` when given (e.g. a memmap).
 
     ``crf(rows, probs)`` if given refines a batch of probabilities ``(B, K, H, W)`` for dataset rows
     ``rows`` and returns refined ``(K, H, W)`` arrays (it owns the RGB images and the process pool).
     """
-    out = np.empty((len(features), *size), dtype=np.uint8)
+    if out is None:
+        out = np.empty((len(features), *size), dtype=np.uint8)
     # Upsampled maps are (B, D, H, W) float32: cap B so a batch stays under max_batch_bytes (raw 384-d
     # features at 322 x 322 are 160 MB per image).
     channels = head.dim if isinstance(head, SegmentationHead) else features.shape[1]

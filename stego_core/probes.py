@@ -5,7 +5,8 @@
   by SGD (Adam, lr 5e-3 in STEGO). Labels are never used.
 * Linear probe: a 1x1 conv ``D -> n_classes`` trained with cross-entropy on ground-truth labels
   (STEGO's "linear" metric); void pixels (``ignore_index``) are ignored.
-Both train on arrays held in memory and never back-propagate into a head.
+Both read their batches from tables (:mod:`stego_core.access`: memmaps, codes computed on demand), so
+memory is a batch, and never back-propagate into a head.
 """
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
+
+from stego_core.access import any_labelled, read_rows
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +84,7 @@ def train_cluster_probe(
     probe = ClusterProbe(features.shape[1], num_clusters).to(device)
 
     def batch_loss(idx):
-        return probe.loss(torch.from_numpy(np.asarray(features[idx], dtype=np.float32)).to(device))
+        return probe.loss(torch.from_numpy(np.asarray(read_rows(features, idx), dtype=np.float32)).to(device))
 
     return _fit(probe, batch_loss, len(features), steps=steps, batch_size=batch_size, lr=lr, seed=seed,
                 desc="cluster probe", callback=callback, progress=progress)
@@ -99,7 +102,7 @@ def soft_labels(labels: np.ndarray, num_classes: int, size: int, *, ignore_index
         onehot = onehot * valid[:, None]
         counts = F.adaptive_avg_pool2d(onehot, size)
         frac = counts.sum(1)
-        shares.append((counts / frac.clamp_min(1e-12)[:, None]).half().numpy())  # half: 1835 crops x 11 x 64^2 = 165 MB
+        shares.append((counts / frac.clamp_min(1e-12)[:, None]).half().numpy())
         weights.append(frac.half().numpy())
     return np.concatenate(shares), np.concatenate(weights)
 
@@ -118,22 +121,22 @@ def train_linear_probe(
     """
     if len(features) != len(labels):
         raise ValueError(f"{len(features)} feature maps but {len(labels)} label maps")
-    if not np.any(labels != ignore_index):
+    if not any_labelled(labels, ignore_index):
         raise ValueError("the linear probe's training labels are all void; it needs labelled training images")
     torch.manual_seed(seed)
     probe = LinearProbe(features.shape[1], num_classes).to(device)
-    pooled = soft_labels(labels, num_classes, loss_resolution, ignore_index=ignore_index) if loss_resolution else None
 
     def batch_loss(idx):
-        x = torch.from_numpy(np.asarray(features[idx], dtype=np.float32)).to(device)
-        if pooled is not None:
-            shares, weight = (torch.from_numpy(a[idx]).to(device).float() for a in pooled)
+        x = torch.from_numpy(np.asarray(read_rows(features, idx), dtype=np.float32)).to(device)
+        if loss_resolution:  # pooled per batch: each image's shares depend on its own labels only
+            pooled = soft_labels(read_rows(labels, idx), num_classes, loss_resolution, ignore_index=ignore_index)
+            shares, weight = (torch.from_numpy(a).to(device).float() for a in pooled)
             if not bool((weight > 0).any()):
                 return None
             logits = F.interpolate(probe(x), size=shares.shape[-2:], mode="bilinear", align_corners=False)
             per_cell = -(shares * F.log_softmax(logits, dim=1)).sum(1)
             return (per_cell * weight).sum() / weight.sum()
-        y = torch.from_numpy(np.asarray(labels[idx], dtype=np.int64)).to(device)
+        y = torch.from_numpy(np.asarray(read_rows(labels, idx), dtype=np.int64)).to(device)
         if not bool((y != ignore_index).any()):
             return None  # an all-void batch has no loss (cross-entropy would be NaN)
         logits = F.interpolate(probe(x), size=y.shape[-2:], mode="bilinear", align_corners=False)

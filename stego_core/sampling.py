@@ -4,14 +4,20 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from stego_core.access import BatchTable
+from stego_core.budget import MemoryBudget
+
 
 class PairSampler:
     """Draws ``(feats, feats_pos)`` batches from cached dense features ``(N, C, H, W)``.
 
     Each epoch visits the images in a fresh random order; each image's partner is drawn uniformly
     from its neighbours at ranks ``1..num_neighbors`` of ``knn`` ``(N, k)`` (rank 0 is itself).
-    Features may be a float16 memmap: the table is copied once onto ``device`` (1835 x 384 x 16 x 16
-    fp16 = 360 MB), so a step costs a gather. Batches are float32 tensors on ``device``.
+    ``features`` is any table (:mod:`stego_core.access`), typically the float16 memmap of the embed
+    stage (or a :class:`~stego_core.access.BatchTable` several samplers share): it is copied once onto
+    ``device`` when it fits ``budget`` (1835 x 384 x 12 x 12 fp16 =
+    203 MB), so a step costs a gather, and otherwise each batch is read from the memmap (the same
+    numbers). ``placement`` says which. Batches are float32 tensors on ``device``.
     """
 
     def __init__(
@@ -23,6 +29,7 @@ class PairSampler:
         num_neighbors: int = 7,
         seed: int = 0,
         device: str | torch.device = "cpu",
+        budget: MemoryBudget | None = None,
     ) -> None:
         n = len(features)
         if knn.shape[0] != n:
@@ -32,14 +39,15 @@ class PairSampler:
         if not 2 <= batch_size <= n:
             raise ValueError(f"batch_size must be in [2, {n}] (the number of training images), got {batch_size}")
         self.device = torch.device(device)
-        self.features = torch.from_numpy(np.array(features)).to(self.device)  # a copy: memmaps are read-only
+        self.table = features if isinstance(features, BatchTable) else BatchTable(features, self.device, budget)
+        self.placement = self.table.placement
         self.knn = torch.from_numpy(np.ascontiguousarray(knn[:, 1 : num_neighbors + 1])).long()
         self.batch_size, self.seed, self.n = batch_size, seed, n
         self.rng = np.random.default_rng(seed)
         self.order = np.empty(0, dtype=np.int64)
 
     def _gather(self, idx: np.ndarray) -> torch.Tensor:
-        return self.features[torch.from_numpy(idx).to(self.device)].float()
+        return self.table.gather(idx)
 
     def next_indices(self) -> tuple[np.ndarray, np.ndarray]:
         if len(self.order) < self.batch_size:

@@ -2,47 +2,61 @@
 
 Each function reads the artifacts it needs, computes, and writes its own files into ``out_dir``
 (the orchestration layer decides where that is, caches it and retries it). Returned dicts are small,
-JSON-able summaries that end up in the artifact manifest.
+JSON-able summaries that end up in the artifact manifest; ``"reads"`` in a summary lists the other
+artifact folders (relative to ``out_dir``) whose files this one refers to instead of copying them.
+
+Big tables are read through :mod:`stego_core.access` within the config's memory budget
+(:mod:`stego_core.budget`): nothing here holds a table that grows with the training set unless the
+budget allows it, and every stage plans its disk before it writes. ``rows=(start, stop)`` makes the
+crop and embed stages compute one shard of a split (its images ``start..stop-1``);
+:func:`merge_shards` joins the shards' folders into one view.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import tempfile
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Literal
 
 import numpy as np
 import torch
+from numpy.lib.format import open_memmap
 from safetensors.torch import save_file
 
 from stego_core import calibration
-from stego_core.backbones import create_backbone
+from stego_core.access import SHARDS_FILE, BatchTable, materialize, sample_tokens
+from stego_core.backbones import create_backbone, get_backbone_spec
+from stego_core.budget import MemoryBudget, crop_bytes, embed_bytes, require_disk
 from stego_core.config import ClusterConfig, CrfConfig, ExperimentConfig, LossConfig
 from stego_core.consensus import balanced_kmeans_choice, consensus_kmeans
-from stego_core.crf import CrfParams, dense_crf_batch
+from stego_core.crf import CrfParams, CrfPool
 from stego_core.data import (
     DATASETS,
+    CropArrays,
     Sample,
     SegmentationDataset,
     dataset_samples,
-    five_crop_dataset,
     list_samples,
     load_image,
     resize_center_crop_image,
+    write_crops,
 )
-from stego_core.features import extract_features, load_features
+from stego_core.features import RECOMPUTE_FILE, default_num_workers, extract_features, open_embedding
 from stego_core.head import SegmentationHead, load_tensors, read_json_dims
-from stego_core.kmeans import spherical_kmeans, tokens
-from stego_core.knn import global_descriptors, knn_search
+from stego_core.kmeans import spherical_kmeans
+from stego_core.knn import knn_search, unit_descriptors
 from stego_core.losses import ContrastiveCorrelationLoss
 from stego_core.metrics import ConfusionMatrix, scores_from_confusion
 from stego_core.predict import cluster_readout, linear_readout, predict
 from stego_core.probes import LinearProbe, train_cluster_probe, train_linear_probe
 from stego_core.refine import refine_centroids
 from stego_core.sampling import PairSampler
-from stego_core.training import apply_head, resolve_device, train_head
+from stego_core.training import head_code, resolve_device, train_head
 
 logger = logging.getLogger(__name__)
 
@@ -81,28 +95,54 @@ def split_info(cfg: ExperimentConfig, role: Role) -> SplitInfo:
     return SplitInfo(samples, spec.num_classes, spec.class_names, spec.label_map, spec.ignore_index)
 
 
+Rows = tuple[int, int] | None  # a shard: images start..stop-1 of the split; None: the whole split
+
+
+def split_rows(samples: list[Sample], rows: Rows) -> list[Sample]:
+    if rows is None:
+        return samples
+    start, stop = rows
+    if not 0 <= start < stop <= len(samples):
+        raise ValueError(f"shard rows {rows} do not lie within the split's {len(samples)} images")
+    return samples[start:stop]
+
+
+def shard_ranges(num_images: int, shard_size: int) -> list[tuple[int, int]]:
+    """``[(0, s), (s, 2s), ...]`` covering ``num_images`` (one range when it fits in one shard)."""
+    if shard_size < 1:
+        raise ValueError(f"embed.shard_size must be >= 1, got {shard_size}")
+    return [(a, min(a + shard_size, num_images)) for a in range(0, num_images, shard_size)]
+
+
 # ----------------------------------------------------------------------------------------- crop
-def crop_stage(cfg: ExperimentConfig, out_dir: Path) -> dict:
+def crop_stage(cfg: ExperimentConfig, out_dir: Path, rows: Rows = None) -> dict:
+    """The training crops (five per image, or the whole image) at the training resolution, as uint8 arrays."""
     info = split_info(cfg, "train")
-    crops = five_crop_dataset(
-        info.samples, out_dir, crop_ratio=cfg.data.crop_ratio, num_classes=info.num_classes,
-        label_map=info.label_map, ignore_index=info.ignore_index, overwrite=True,
-    )
-    return {"num_images": len(info.samples), "num_crops": len(crops)}
-
-
-def crop_samples(crop_dir: Path) -> list[Sample]:
-    """Samples of a crop artifact (labels are already mapped to class ids there)."""
-    labels = crop_dir / "labels"
-    return list_samples(crop_dir / "images", labels if labels.is_dir() else None)
+    samples = split_rows(info.samples, rows)
+    resolution = cfg.embed.train_resolution
+    crops = len(samples) * (5 if cfg.data.five_crop else 1)
+    require_disk(out_dir, crop_bytes(crops, resolution), f"the crop stage ({crops} crops at {resolution} px)")
+    n = write_crops(samples, out_dir, resolution=resolution, five_crop=cfg.data.five_crop, crop_ratio=cfg.data.crop_ratio,
+                    num_classes=info.num_classes, label_map=info.label_map, ignore_index=info.ignore_index,
+                    workers=default_num_workers())
+    return {"num_images": len(samples), "num_crops": n, "resolution": resolution}
 
 
 # ---------------------------------------------------------------------------------------- embed
-def embed_stage(cfg: ExperimentConfig, role: Role, out_dir: Path, crop_dir: Path | None = None) -> dict:
+def embed_plan(cfg: ExperimentConfig, role: Role, num_images: int) -> int:
+    """Bytes the embed stage will write for ``num_images`` images (crops) of ``role``."""
+    spec = get_backbone_spec(cfg.embed.backbone)
+    resolution = cfg.embed.train_resolution if role == "train" else cfg.embed.eval_resolution
+    return embed_bytes(num_images, channels=spec.embed_dim, grid=resolution // spec.patch_size, label_side=resolution,
+                       flip=role == "eval" and cfg.embed.flip_tta,
+                       features=not (role == "train" and cfg.train.features == "recompute"))
+
+
+def embed_stage(cfg: ExperimentConfig, role: Role, out_dir: Path, crop_dir: Path | None = None, rows: Rows = None) -> dict:
+    """Features of the training crops (``crop_dir``: the crop stage's folder) or of the evaluation images
+    (``rows``: one shard of them). ``train.features=recompute`` stores no training features: only the
+    labels, the descriptors and what :func:`~stego_core.features.open_embedding` needs to recompute them."""
     info = split_info(cfg, role)
-    samples, label_map = info.samples, info.label_map
-    if crop_dir is not None:
-        samples, label_map = crop_samples(crop_dir), "identity"
     e = cfg.embed
     backbone = create_backbone(e.backbone, weights=e.weights, pretrained=e.pretrained)
     resolution = e.train_resolution if role == "train" else e.eval_resolution
@@ -111,22 +151,54 @@ def embed_stage(cfg: ExperimentConfig, role: Role, out_dir: Path, crop_dir: Path
             f"embed.{role}_resolution={resolution} is not a multiple of {e.backbone}'s patch size {backbone.patch_size}; "
             f"use e.g. {resolution - resolution % backbone.patch_size}"
         )
-    dataset = SegmentationDataset(
-        samples, resolution=resolution, mean=backbone.spec.mean, std=backbone.spec.std,
-        num_classes=info.num_classes, label_map=label_map, ignore_index=info.ignore_index,
-    )
+    recompute = role == "train" and cfg.train.features == "recompute"
+    if crop_dir is not None:
+        dataset = CropArrays(crop_dir, mean=backbone.spec.mean, std=backbone.spec.std)
+        if dataset.resolution != resolution:
+            raise ValueError(f"the crops in {crop_dir} are {dataset.resolution} px, embed.train_resolution is {resolution}; "
+                             "rerun the crop stage")
+    elif recompute:
+        raise ValueError("train.features=recompute reads the training crops: pass the crop stage's folder (crop_dir)")
+    else:
+        dataset = SegmentationDataset(
+            split_rows(info.samples, rows), resolution=resolution, mean=backbone.spec.mean, std=backbone.spec.std,
+            num_classes=info.num_classes, label_map=info.label_map, ignore_index=info.ignore_index,
+        )
+    hint = "or set train.features=recompute to store no training features" if role == "train" and not recompute else ""
+    require_disk(out_dir, embed_plan(cfg, role, len(dataset)), f"the embed stage ({role}, {len(dataset)} images)", hint)
     summary = extract_features(
         backbone, dataset, out_dir, batch_size=e.batch_size, num_workers=e.num_workers,
         device=resolve_device(cfg.device), flip=(role == "eval" and e.flip_tta), loader=e.loader,
+        store_features=not recompute,
     )
+    if recompute:
+        crops = os.path.relpath(crop_dir, out_dir)
+        spec = {"crops": crops, "backbone": e.backbone, "weights": e.weights, "pretrained": e.pretrained,
+                "mean": list(backbone.spec.mean), "std": list(backbone.spec.std),
+                "feature_shape": summary["feature_shape"][1:], "batch_size": e.batch_size}
+        (out_dir / RECOMPUTE_FILE).write_text(json.dumps(spec, indent=1))
+        summary["reads"] = [crops]
     return {**summary, "backbone": e.backbone, "resolution": resolution, "num_classes": info.num_classes}
+
+
+def merge_shards(parts: Sequence[Path], out_dir: Path) -> dict:
+    """Join shard folders of one stage (crop or embed) into one view: ``shards.json`` lists them, in row
+    order, relative to ``out_dir``; readers (:func:`stego_core.access.open_table`) see one table."""
+    if not parts:
+        raise ValueError("merge_shards needs at least one shard folder")
+    relative = [os.path.relpath(p, out_dir) for p in parts]
+    (out_dir / SHARDS_FILE).write_text(json.dumps({"parts": relative}, indent=1))
+    return {"shards": len(parts), "reads": relative}
 
 
 # ------------------------------------------------------------------------------------------ knn
 def knn_stage(cfg: ExperimentConfig, embed_dir: Path, out_dir: Path) -> dict:
-    feats = load_features(embed_dir)["features"]
+    means = open_embedding(embed_dir).descriptors
+    if means is None:
+        raise FileNotFoundError(f"{embed_dir} holds no descriptors.npy (written by an older version); rerun the embed stage")
+    descriptors = unit_descriptors(np.asarray(means))
     info: dict = {}
-    nbrs, sims = knn_search(global_descriptors(feats), min(cfg.knn.k, len(feats)), index=cfg.knn.index,
+    nbrs, sims = knn_search(descriptors, min(cfg.knn.k, len(descriptors)), index=cfg.knn.index,
                             approx_threshold=cfg.knn.approx_threshold, min_recall=cfg.knn.min_recall,
                             info=info)
     np.save(out_dir / "knn.npy", nbrs)
@@ -167,13 +239,14 @@ def train_stage(
 ) -> dict:
     """Train the head into ``out_dir``; with ``checkpoint_dir`` (a folder that outlives a failed
     ``out_dir``), checkpoint every ``train.checkpoint_every`` steps and resume from one found there."""
-    feats = load_features(embed_dir)["features"]
-    knn = np.load(knn_dir / "knn.npy")
     device = resolve_device(cfg.device)
+    feats = open_embedding(embed_dir, device=device).features
+    knn = np.load(knn_dir / "knn.npy")
     t = cfg.train
+    table = BatchTable(feats, device, MemoryBudget.from_config(cfg.memory))  # one copy for both samplers
 
     def sampler(seed: int) -> PairSampler:
-        return PairSampler(feats, knn, batch_size=min(t.batch_size, len(feats)), num_neighbors=min(cfg.knn.num_neighbors, knn.shape[1] - 1),
+        return PairSampler(table, knn, batch_size=min(t.batch_size, len(feats)), num_neighbors=min(cfg.knn.num_neighbors, knn.shape[1] - 1),
                            seed=seed, device=device)
 
     loss_fn, loss_info = loss_from_config(cfg.loss, sampler(cfg.seed + 1) if cfg.loss.shift_mode == "calibrated" else None)
@@ -187,7 +260,7 @@ def train_stage(
     (out_dir / "loss.json").write_text(json.dumps(loss_info, indent=1))
     final = result.history[-1] if result.history else {}
     return {"shifts": loss_info.get("shifts"), "final_loss": final.get("loss"), "steps": t.steps,
-            "resumed_from_step": result.resumed_from}
+            "resumed_from_step": result.resumed_from, "features": table.placement}
 
 
 def save_head(head: SegmentationHead, out_dir: Path) -> None:
@@ -203,12 +276,25 @@ def load_head(head_dir: Path, device: str | torch.device = "cpu") -> Segmentatio
     return head.to(device).eval()
 
 
-def _train_maps(cfg: ExperimentConfig, embed_dir: Path, head_dir: Path | None) -> tuple[np.ndarray, np.ndarray]:
-    """Training code (or raw features when ``head_dir`` is None) and the training labels."""
-    data = load_features(embed_dir)
+@contextlib.contextmanager
+def scratch_folder(out_dir: Path) -> Iterator[Path]:
+    """A temporary folder beside ``out_dir`` (same disk as the artifacts), removed on exit: where a table over
+    the host budget is spilled. Its name starts with a dot, so it is never taken for an artifact."""
+    with tempfile.TemporaryDirectory(dir=Path(out_dir).parent, prefix=".scratch-") as folder:
+        yield Path(folder)
+
+
+def _readout_maps(cfg: ExperimentConfig, embed_dir: Path, head_dir: Path | None, scratch: Path):
+    """The maps a readout trains on (the training code, or the raw features when ``head_dir`` is None), the
+    training labels, and where the maps are: the code is computed once, in memory within ``memory.host_gb``,
+    else into a float32 file in ``scratch``; raw features are read from their memmap."""
     device = resolve_device(cfg.device)
-    maps = data["features"] if head_dir is None else apply_head(load_head(head_dir, device), data["features"], device=device)
-    return maps, data["labels"]
+    emb = open_embedding(embed_dir, device=device)
+    if head_dir is None:
+        return emb.features, emb.labels, "raw features read from the embed artifact"
+    code = head_code(load_head(head_dir, device), emb.features, device=device)
+    maps, placement = materialize(code, budget=MemoryBudget.from_config(cfg.memory), scratch=scratch, what="training code")
+    return maps, emb.labels, placement
 
 
 # -------------------------------------------------------------------------------------- cluster
@@ -217,42 +303,48 @@ def cluster_stage(cfg: ExperimentConfig, embed_dir: Path, head_dir: Path | None,
     c: ClusterConfig = cfg.cluster
     method = method or c.method
     k = c.num_clusters or num_classes
-    maps, _ = _train_maps(cfg, embed_dir, head_dir)
-    summary: dict = {}
-    if method in ("kmeans", "consensus"):
-        sample = tokens(maps, max_tokens=c.kmeans_max_tokens, seed=cfg.seed)
-        if method == "consensus":
-            centroids, summary = consensus_kmeans(sample, k, restarts=c.kmeans_restarts, fine=c.overcluster, seed=cfg.seed)
-        elif c.select == "balance":
-            centroids, summary = balanced_kmeans_choice(sample, k, restarts=c.kmeans_restarts, seed=cfg.seed)
+    with scratch_folder(out_dir) as scratch:
+        maps, _, placement = _readout_maps(cfg, embed_dir, head_dir, scratch)
+        summary: dict = {}
+        if method in ("kmeans", "consensus"):
+            sample = sample_tokens(maps, max_tokens=c.kmeans_max_tokens, seed=cfg.seed)
+            if method == "consensus":
+                centroids, summary = consensus_kmeans(sample, k, restarts=c.kmeans_restarts, fine=c.overcluster, seed=cfg.seed)
+            elif c.select == "balance":
+                centroids, summary = balanced_kmeans_choice(sample, k, restarts=c.kmeans_restarts, seed=cfg.seed)
+            else:
+                centroids = spherical_kmeans(sample, k, restarts=c.kmeans_restarts, seed=cfg.seed)
+            del sample
         else:
-            centroids = spherical_kmeans(sample, k, restarts=c.kmeans_restarts, seed=cfg.seed)
-    else:
-        history: list[dict] = []
-        probe = train_cluster_probe(maps, k, steps=c.probe_steps, batch_size=c.probe_batch_size, lr=c.probe_lr,
-                                    seed=cfg.seed, device=str(resolve_device(cfg.device)),
-                                    callback=lambda step, loss: history.append({"step": step, "loss": loss}))
-        (out_dir / "history.json").write_text(json.dumps(history))
-        centroids = torch.nn.functional.normalize(probe.centroids.detach().cpu(), dim=1).numpy()
-    if c.refine_steps:
-        centroids = refine_centroids(maps, centroids, steps=c.refine_steps, seed=cfg.seed, device=resolve_device(cfg.device))
+            history: list[dict] = []
+            probe = train_cluster_probe(maps, k, steps=c.probe_steps, batch_size=c.probe_batch_size, lr=c.probe_lr,
+                                        seed=cfg.seed, device=str(resolve_device(cfg.device)),
+                                        callback=lambda step, loss: history.append({"step": step, "loss": loss}))
+            (out_dir / "history.json").write_text(json.dumps(history))
+            centroids = torch.nn.functional.normalize(probe.centroids.detach().cpu(), dim=1).numpy()
+        if c.refine_steps:
+            centroids = refine_centroids(maps, centroids, steps=c.refine_steps, seed=cfg.seed, device=resolve_device(cfg.device))
+        del maps
     np.save(out_dir / "centroids.npy", centroids.astype(np.float32))
     (out_dir / "clustering.json").write_text(json.dumps(summary))
-    return {"method": method, "num_clusters": int(k), "refine_steps": c.refine_steps}
+    return {"method": method, "num_clusters": int(k), "refine_steps": c.refine_steps, "maps": placement}
 
 
 # --------------------------------------------------------------------------------------- linear
 def linear_stage(cfg: ExperimentConfig, embed_dir: Path, head_dir: Path | None, out_dir: Path, num_classes: int) -> dict:
-    maps, labels = _train_maps(cfg, embed_dir, head_dir)
     history: list[dict] = []
-    probe = train_linear_probe(maps, labels, num_classes, steps=cfg.linear.steps, batch_size=cfg.linear.batch_size,
-                               lr=cfg.linear.lr, seed=cfg.seed, device=str(resolve_device(cfg.device)),
-                               loss_resolution=cfg.linear.loss_resolution,
-                               callback=lambda step, loss: history.append({"step": step, "loss": loss}))
+    with scratch_folder(out_dir) as scratch:
+        maps, labels, placement = _readout_maps(cfg, embed_dir, head_dir, scratch)
+        dim = int(maps.shape[1])
+        probe = train_linear_probe(maps, labels, num_classes, steps=cfg.linear.steps, batch_size=cfg.linear.batch_size,
+                                   lr=cfg.linear.lr, seed=cfg.seed, device=str(resolve_device(cfg.device)),
+                                   loss_resolution=cfg.linear.loss_resolution,
+                                   callback=lambda step, loss: history.append({"step": step, "loss": loss}))
+        del maps
     (out_dir / "history.json").write_text(json.dumps(history))
     save_file({k: v.contiguous().cpu() for k, v in probe.state_dict().items()}, str(out_dir / "linear.safetensors"))
-    (out_dir / "linear.json").write_text(json.dumps({"dim": int(maps.shape[1]), "num_classes": num_classes}))
-    return {"num_classes": num_classes}
+    (out_dir / "linear.json").write_text(json.dumps({"dim": dim, "num_classes": num_classes}))
+    return {"num_classes": num_classes, "maps": placement}
 
 
 def load_linear(linear_dir: Path) -> LinearProbe:
@@ -274,26 +366,28 @@ def eval_images(index: list[dict], rows, size: int) -> list[np.ndarray]:
 
 def predict_stage(cfg: ExperimentConfig, eval_embed_dir: Path, head_dir: Path | None, readout_dir: Path,
                   out_dir: Path, *, use_crf: bool = False) -> dict:
-    """Predictions ``(N, R, R)`` uint8 for the evaluation split: cluster ids or class ids."""
-    data = load_features(eval_embed_dir)
+    """Predictions ``(N, R, R)`` uint8 for the evaluation split: cluster ids or class ids, written batch by
+    batch into ``predictions.npy``; with ``use_crf`` one CRF process pool serves every batch."""
+    data = open_embedding(eval_embed_dir)
     device = resolve_device(cfg.device)
     head = load_head(head_dir, device) if head_dir is not None else None
     if (readout_dir / "centroids.npy").exists():
         readout, kind = cluster_readout(np.load(readout_dir / "centroids.npy"), cfg.cluster.temperature), "cluster"
     else:
         readout, kind = linear_readout(load_linear(readout_dir).to(device)), "linear"
-    size = int(data["labels"].shape[-1])
-    crf = None
-    if use_crf:
-        params = crf_params(cfg.crf)
+    size = int(data.labels.shape[-1])
+    preds = open_memmap(out_dir / "predictions.npy", mode="w+", dtype=np.uint8, shape=(len(data.labels), size, size))
+    with CrfPool(cfg.crf.processes if use_crf else 1) as pool:
+        crf = None
+        if use_crf:
+            params = crf_params(cfg.crf)
 
-        def crf(rows, probs):
-            return dense_crf_batch(eval_images(data["index"], rows, size), list(probs), params,
-                                   processes=cfg.crf.processes, progress=False)
+            def crf(rows, probs):
+                return pool.map(eval_images(data.index, rows, size), list(probs), params)
 
-    preds = predict(data["features"], data["features_flip"], head, readout, (size, size), crf=crf, device=device,
-                    desc=f"predict ({kind}{' + crf' if use_crf else ''})")
-    np.save(out_dir / "predictions.npy", preds)
+        predict(data.features, data.features_flip, head, readout, (size, size), crf=crf, device=device,
+                desc=f"predict ({kind}{' + crf' if use_crf else ''})", out=preds)
+    preds.flush()
     return {"readout": kind, "crf": use_crf, "num_images": int(len(preds))}
 
 
@@ -310,7 +404,7 @@ def evaluate_predictions(predictions: np.ndarray, labels: np.ndarray, *, num_pre
 def evaluate_stage(eval_embed_dir: Path, methods: dict[str, Path], out_dir: Path, *, num_classes: int,
                    class_names, matched: dict[str, bool]) -> dict:
     """Score every method's predictions against the evaluation labels into ``metrics.json``."""
-    labels = load_features(eval_embed_dir)["labels"]
+    labels = open_embedding(eval_embed_dir).labels
     metrics = {}
     for name, pred_dir in methods.items():
         preds = np.load(pred_dir / "predictions.npy", mmap_mode="r")

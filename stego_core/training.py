@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from stego_core.access import MappedRows
 from stego_core.head import SegmentationHead
 from stego_core.losses import ContrastiveCorrelationLoss
 from stego_core.sampling import PairSampler
@@ -241,13 +242,26 @@ class EmaTeacher:
         return self.model(feats), self.model(feats_pos)
 
 
-@torch.no_grad()
-def apply_head(head: torch.nn.Module, features: np.ndarray, *, batch: int = 64, device: str | torch.device = "cpu") -> np.ndarray:
-    """Codes ``(N, D, H, W)`` float32 of cached features ``(N, C, H, W)`` (eval mode, no dropout)."""
+def head_code(head: torch.nn.Module, features, *, device: str | torch.device = "cpu",
+              batch: int = 64) -> MappedRows:
+    """The code ``(N, D, H, W)`` float32 of a feature table ``(N, C, H, W)`` as a table computed on demand,
+    ``batch`` rows at a time (eval mode, no dropout). Rows are independent, so reading rows ``idx`` gives
+    exactly the rows of the whole table's code; :func:`stego_core.access.materialize` computes it once."""
     head.eval()
     device = torch.device(device)
-    out = []
-    for start in range(0, len(features), batch):
-        x = torch.from_numpy(np.asarray(features[start : start + batch], dtype=np.float32)).to(device)
-        out.append(head(x).float().cpu().numpy())
-    return np.concatenate(out)
+    dim = head.dim if isinstance(head, SegmentationHead) else None
+
+    @torch.no_grad()
+    def code(block: np.ndarray) -> np.ndarray:
+        return head(torch.from_numpy(np.asarray(block, dtype=np.float32)).to(device)).float().cpu().numpy()
+
+    if dim is None:
+        dim = code(np.asarray(features[0:1])).shape[1]
+    return MappedRows(features, code, row_shape=(dim, *features.shape[2:]), dtype=np.float32, batch=batch,
+                      what="the head applied to the training features")
+
+
+def apply_head(head: torch.nn.Module, features, *, batch: int = 64, device: str | torch.device = "cpu") -> np.ndarray:
+    """Codes ``(N, D, H, W)`` float32 of cached features ``(N, C, H, W)`` in memory (small sets; stages
+    read :func:`head_code` through :func:`stego_core.access.materialize`, which respects the budget)."""
+    return head_code(head, features, device=device, batch=batch)[:]

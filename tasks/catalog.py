@@ -15,8 +15,24 @@ Every folder holds ``manifest.json``::
 
 Writers go through :meth:`ArtifactStore.create`, which fills a private temp folder and renames it
 into place only after the manifest is written, so a reader sees a complete artifact or nothing.
-Readers go through :meth:`ArtifactStore.get` / :meth:`ArtifactStore.open`, which re-check every
-checksum: a truncated or edited artifact is reported and recomputed, never used.
+Readers go through :meth:`ArtifactStore.get` / :meth:`ArtifactStore.open`: a truncated or edited
+artifact is reported and recomputed, never used.
+
+Checksums are read where damage can come in unseen, not on every open: at publication (the
+manifest's sha256 are computed from the files then), on every received copy (a download from a
+remote store), and the first time a reader finds a folder it has not verified. At the paper's scale
+an embed artifact is 150-300 GB and is opened about 7 times a run, so re-hashing on each open would
+read terabytes. After a full check the store writes a *verified stamp* outside the folder::
+
+    <root>/.verified/<stage>/<key>.json  =  {"manifest_sha256", "files": {relpath: {"size", "mtime_ns", "ino"}}}
+
+A later open on this machine still reads the manifest and lists and stats every file (a missing,
+unlisted or resized file is caught at once), and skips reading the bytes only when the manifest and
+every file's size, ``st_mtime_ns`` and inode match the stamp. Any difference (a rewritten file has a
+new mtime, a replaced one a new inode, a deleted stamp) means a full re-hash, and a new stamp if it
+passes. A stamp cannot see a change that keeps size, mtime and inode (bit rot, an edit that resets
+the mtime): :meth:`ArtifactStore.verify_all` (``stego cache verify``) re-hashes everything,
+ignoring stamps.
 
 :class:`ArtifactStore` is local: ``root`` is a path or a ``file://`` URL. For any other fsspec URL
 (``s3://bucket/prefix``, ``memory://x``) use :func:`tasks.remote_store.open_store`, which returns a
@@ -36,8 +52,8 @@ import re
 import shutil
 import urllib.parse
 import uuid
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -46,11 +62,13 @@ from pydantic import BaseModel
 
 logger = logging.getLogger(__name__)
 
-CODE_VERSION: str = "stego-0.1"
+CODE_VERSION: str = "stego-0.2"
 """Part of every artifact key: bump it when a change to the code changes what a stage writes."""
 
 MANIFEST_NAME = "manifest.json"
 META_NAME = "meta.json"
+STAMPS_DIRNAME = ".verified"
+"""``<root>/.verified/<stage>/<key>.json``: the verified stamps (a dot name is never a stage)."""
 KEY_HEX_CHARS = 20
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _CHUNK_BYTES = 1 << 20
@@ -188,8 +206,6 @@ def _local_root(root: str | os.PathLike[str]) -> Path:
             raise ValueError(f"ArtifactStore: file URL {text!r} names a host; use file:///abs/path")
         text = urllib.parse.unquote(parsed.path)
     return Path(text).expanduser().resolve()
-
-
 @dataclass(frozen=True)
 class Artifact:
     """A published, checksum-verified artifact folder (``path = root / stage / key``)."""
@@ -203,6 +219,56 @@ class Artifact:
     def metadata(self) -> dict[str, Any]:
         """What the writer put in ``meta.json`` (``{}`` when it wrote none)."""
         return self.manifest.get("metadata", {})
+
+
+@dataclass(frozen=True)
+class ArtifactEntry:
+    """A published folder as its manifest describes it, read but not verified (for listings).
+
+    ``size`` (the listed files' bytes) and ``created`` are None when the manifest is unreadable.
+    """
+
+    stage: str
+    key: str
+    path: Path
+    size: int | None
+    created: str | None
+
+
+@dataclass(frozen=True)
+class ArtifactCheck:
+    """What re-hashing one artifact found (:meth:`ArtifactStore.verify`).
+
+    ``reason`` is ``""`` when ``ok``; ``bytes_hashed`` counts the bytes read (a check stops at the
+    first bad file); ``removed`` is true when ``fix`` deleted the corrupt folder.
+    """
+
+    stage: str
+    key: str
+    path: Path
+    ok: bool
+    reason: str
+    bytes_hashed: int
+    removed: bool = False
+
+
+@dataclass
+class _Checked:
+    """The outcome of :meth:`ArtifactStore._check`: the manifest (None when invalid) and why not,
+    plus what a stamp needs: the manifest bytes and each file's stat taken before it was hashed."""
+
+    manifest: dict[str, Any] | None
+    reason: str = ""
+    raw: bytes = b""
+    stats: dict[str, dict[str, int]] = field(default_factory=dict)
+    bytes_hashed: int = 0
+    trusted: bool = False  # the stamp matched: no file was read
+
+
+def _file_stat(path: Path) -> dict[str, int]:
+    """What a stamp records of a file: it changes when the file is rewritten (mtime) or replaced (inode)."""
+    info = path.stat()
+    return {"size": info.st_size, "mtime_ns": info.st_mtime_ns, "ino": info.st_ino}
 
 
 class ArtifactStore:
@@ -234,12 +300,16 @@ class ArtifactStore:
         return self.root / stage / key
 
     def get(self, stage: str, key: str) -> Artifact | None:
-        """The verified artifact, or None when it is absent or fails its manifest checks."""
+        """The verified artifact, or None when it is absent or fails its manifest checks.
+
+        Its files are re-hashed only when they differ from the verified stamp (see the module
+        docstring); the file list and sizes are checked on every call.
+        """
         path = self.location(stage, key)
         if not path.exists():
             logger.debug("artifact %s/%s not found under %s", stage, key, self.root)
             return None
-        manifest, reason = self._verify(stage, key, path)
+        manifest, reason = self._verify_published(stage, key, path)
         if manifest is None:
             logger.warning(
                 "artifact %s/%s at %s is invalid (%s); ignoring it so it is recomputed",
@@ -256,7 +326,7 @@ class ArtifactStore:
                 f"no artifact {stage}/{key} under {self.root}: run the '{stage}' stage first, or"
                 " check store_root and the key"
             )
-        manifest, reason = self._verify(stage, key, path)
+        manifest, reason = self._verify_published(stage, key, path)
         if manifest is None:
             raise FileNotFoundError(
                 f"artifact {stage}/{key} at {path} is invalid ({reason}): delete the folder and"
@@ -269,7 +339,7 @@ class ArtifactStore:
 
         sha256 over the manifest bytes and each listed file's ``(relpath, size, mtime_ns)``: it
         changes when the folder is deleted and rewritten, or a file is truncated or rewritten,
-        without reading the files (:meth:`get` does the full checksum).
+        without reading the files (:meth:`get` checks the checksums when the files changed).
         """
         path = self.location(stage, key)
         try:
@@ -284,6 +354,90 @@ class ArtifactStore:
         except (OSError, ValueError, KeyError, TypeError):
             return None
         return digest.hexdigest()[:16]
+
+    def stages(self) -> list[str]:
+        """The stage folders under the root, sorted (hidden folders such as ``.verified`` left out)."""
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and _NAME_RE.match(p.name))
+
+    def artifacts(self, stage: str | None = None) -> list[ArtifactEntry]:
+        """Every published folder (of one ``stage``, or all), sorted, as its manifest describes it.
+
+        Reads the manifests only (cheap); temp, trash and other hidden folders are not artifacts.
+
+        Raises:
+            FileNotFoundError: the root does not exist.
+            ValueError: a bad stage name, or no folder of that stage (the message lists the stages).
+        """
+        if not self.root.is_dir():
+            raise FileNotFoundError(
+                f"no artifact store at {self.root}: nothing was published there; check the artifact root"
+            )
+        if stage is None:
+            stages = self.stages()
+        else:
+            validate_name(stage, "stage", "ArtifactStore.artifacts")
+            if not (self.root / stage).is_dir():
+                raise ValueError(
+                    f"no stage {stage!r} under {self.root}; stages there: {', '.join(self.stages()) or 'none'}"
+                )
+            stages = [stage]
+        entries = []
+        for name in stages:
+            for folder in sorted((self.root / name).iterdir()):
+                if folder.is_dir() and _NAME_RE.match(folder.name):
+                    entries.append(self._entry(name, folder))
+        return entries
+
+    def verify(self, stage: str, key: str, *, fix: bool = False) -> ArtifactCheck:
+        """Re-hash every file of one artifact, ignoring its stamp.
+
+        A valid artifact gets a fresh stamp. A corrupt one loses its stamp (so :meth:`get` re-hashes
+        and rejects it), and with ``fix`` the folder is moved aside and deleted, so the next run
+        recomputes it.
+
+        Raises:
+            FileNotFoundError: there is no folder ``stage``/``key``.
+        """
+        path = self.location(stage, key)
+        if not path.is_dir():
+            raise FileNotFoundError(f"no artifact {stage}/{key} under {self.root}")
+        checked = self._check(stage, key, path, trust_stamp=False)
+        if checked.manifest is not None:
+            self._write_stamp(stage, key, checked)
+            return ArtifactCheck(stage, key, path, True, "", checked.bytes_hashed)
+        if fix:
+            self._remove(stage, key, path)
+            logger.info("removed corrupt artifact %s/%s at %s (%s)", stage, key, path, checked.reason)
+        else:
+            self._drop_stamp(stage, key)
+        return ArtifactCheck(stage, key, path, False, checked.reason, checked.bytes_hashed, removed=fix)
+
+    def verify_all(
+        self,
+        stage: str | None = None,
+        *,
+        fix: bool = False,
+        progress: Callable[[Iterable[ArtifactEntry]], Iterable[ArtifactEntry]] | None = None,
+    ) -> list[ArtifactCheck]:
+        """:meth:`verify` every published artifact (of one ``stage``, or all), ignoring stamps.
+
+        ``progress`` wraps the iterable of artifacts, e.g. ``functools.partial(tqdm, unit="artifact")``.
+        A folder deleted while this runs is left out of the report.
+
+        Raises:
+            FileNotFoundError: the root does not exist.
+            ValueError: a bad stage name, or no folder of that stage.
+        """
+        entries = self.artifacts(stage)
+        report = []
+        for entry in progress(entries) if progress is not None else entries:
+            try:
+                report.append(self.verify(entry.stage, entry.key, fix=fix))
+            except FileNotFoundError:
+                logger.debug("artifact %s/%s vanished while verifying", entry.stage, entry.key)
+        return report
 
     @contextlib.contextmanager
     def create(
@@ -300,6 +454,7 @@ class ArtifactStore:
         the folder renamed into place in one step; if another writer already published a valid
         artifact under the same key, ours is discarded (same key, same content). An invalid
         folder in the way is moved aside and replaced. On an exception the temp folder is removed.
+        The files are hashed once, for the manifest, and the folder is stamped as verified.
 
         Raises:
             ValueError: bad names/config/inputs, a ``manifest.json`` written by the caller, a
@@ -311,16 +466,16 @@ class ArtifactStore:
         inputs_json = {} if inputs is None else _check_inputs(inputs, where)
         with self._temp_folder(final) as tmp:
             yield tmp
-            self._write_manifest(tmp, stage, key, config_json, inputs_json)
-            self._publish(tmp, final, stage, key)
+            written = self._write_manifest(tmp, stage, key, config_json, inputs_json)
+            self._publish(tmp, final, stage, key, written)
 
     def receive(self, stage: str, key: str, fill: Callable[[Path], None]) -> Artifact:
         """Publish a copy of an artifact written elsewhere (e.g. downloaded from a remote store).
 
         ``fill(folder)`` puts the artifact's files and its ``manifest.json`` into an empty temp
-        folder beside ``root/stage/key``; the copy is then checked against that manifest exactly as
-        :meth:`get` checks, and published as :meth:`create` publishes. Nothing is published when
-        ``fill`` raises or the copy fails its checks.
+        folder beside ``root/stage/key``; every file of the copy is then hashed and checked against
+        that manifest (never trusting a stamp), and published as :meth:`create` publishes. Nothing
+        is published when ``fill`` raises or the copy fails its checks.
 
         Raises:
             ValueError: the copy does not match its manifest (the reason says which file).
@@ -328,10 +483,10 @@ class ArtifactStore:
         final = self.location(stage, key)
         with self._temp_folder(final) as tmp:
             fill(tmp)
-            manifest, reason = self._verify(stage, key, tmp)
-            if manifest is None:
-                raise ValueError(f"copy of artifact {stage}/{key} is invalid ({reason})")
-            self._publish(tmp, final, stage, key)
+            checked = self._check(stage, key, tmp, trust_stamp=False)
+            if checked.manifest is None:
+                raise ValueError(f"copy of artifact {stage}/{key} is invalid ({checked.reason})")
+            self._publish(tmp, final, stage, key, checked)
         published = json.loads((final / MANIFEST_NAME).read_text())  # another writer's copy may have won
         return Artifact(stage=stage, key=key, path=final, manifest=published)
 
@@ -346,9 +501,19 @@ class ArtifactStore:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
+    def _entry(self, stage: str, folder: Path) -> ArtifactEntry:
+        try:
+            manifest = json.loads((folder / MANIFEST_NAME).read_text())
+            size = sum(int(entry["size"]) for entry in manifest["files"].values())
+            created = str(manifest.get("created"))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            size = created = None
+        return ArtifactEntry(stage=stage, key=folder.name, path=folder, size=size, created=created)
+
     def _write_manifest(
         self, tmp: Path, stage: str, key: str, config: dict | None, inputs: dict[str, str]
-    ) -> None:
+    ) -> _Checked:
+        """Hash the files into ``manifest.json``; the result carries what the stamp needs."""
         where = f"ArtifactStore.create({stage}/{key})"
         files, other = _list_files(tmp)
         if other:
@@ -368,6 +533,7 @@ class ArtifactStore:
                 raise ValueError(
                     f"{where}: {META_NAME} must hold a JSON object, not {type(metadata).__name__}"
                 )
+        stats = {rel: _file_stat(tmp / rel) for rel in files}  # before hashing: a later write shows
         manifest = {
             "stage": stage,
             "key": key,
@@ -375,60 +541,134 @@ class ArtifactStore:
             "inputs": inputs,
             "code_version": CODE_VERSION,
             "created": datetime.now(timezone.utc).isoformat(),
-            "files": {
-                rel: {"size": (tmp / rel).stat().st_size, "sha256": file_sha256(tmp / rel)}
-                for rel in files
-            },
+            "files": {rel: {"size": stats[rel]["size"], "sha256": file_sha256(tmp / rel)} for rel in files},
             "metadata": metadata,
         }
-        (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        raw = json.dumps(manifest, indent=2, sort_keys=True).encode()
+        (tmp / MANIFEST_NAME).write_bytes(raw)
+        return _Checked(manifest, raw=raw, stats=stats, bytes_hashed=sum(s["size"] for s in stats.values()))
 
-    def _publish(self, tmp: Path, final: Path, stage: str, key: str) -> None:
+    def _publish(self, tmp: Path, final: Path, stage: str, key: str, checked: _Checked) -> None:
+        """Rename ``tmp`` (fully checked, as ``checked`` says) to ``final`` and stamp it verified."""
         for _ in range(_PUBLISH_ATTEMPTS):
             try:
                 os.rename(tmp, final)  # atomic; fails if a non-empty folder is already there
-                logger.debug("published artifact %s/%s at %s", stage, key, final)
-                return
             except OSError as exc:
                 if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
                     raise
-            manifest, reason = self._verify(stage, key, final)
+            else:
+                logger.debug("published artifact %s/%s at %s", stage, key, final)
+                self._write_stamp(stage, key, checked)  # a rename keeps the files' inodes and mtimes
+                return
+            manifest, reason = self._verify_published(stage, key, final)
             if manifest is not None:
                 logger.info("artifact %s/%s was published by another writer; keeping theirs", stage, key)
                 return
             logger.warning("replacing invalid artifact at %s (%s)", final, reason)
-            trash = final.parent / f".trash-{key}-{uuid.uuid4().hex}"
-            with contextlib.suppress(FileNotFoundError):
-                os.rename(final, trash)
-            shutil.rmtree(trash, ignore_errors=True)
+            self._remove(stage, key, final)
         raise OSError(
             f"could not publish artifact {stage}/{key} at {final} after {_PUBLISH_ATTEMPTS} attempts"
         )
 
-    def _verify(self, stage: str, key: str, path: Path) -> tuple[dict[str, Any] | None, str]:
-        """(manifest, "") when every listed file matches, else (None, why not)."""
+    def _remove(self, stage: str, key: str, path: Path) -> None:
+        """Delete a published folder and its stamp: moved aside in one rename (readers see it or
+        nothing), then deleted."""
+        self._drop_stamp(stage, key)
+        trash = path.parent / f".trash-{key}-{uuid.uuid4().hex}"
+        with contextlib.suppress(FileNotFoundError):
+            os.rename(path, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+
+    # --- verification and stamps ------------------------------------------------------------------
+
+    def _verify_published(self, stage: str, key: str, path: Path) -> tuple[dict[str, Any] | None, str]:
+        """(manifest, "") when the published folder is valid, else (None, why not); trusts a
+        matching stamp, stamps a folder it had to hash, and drops the stamp of an invalid one."""
+        checked = self._check(stage, key, path, trust_stamp=True)
+        if checked.manifest is None:
+            self._drop_stamp(stage, key)
+        elif not checked.trusted:
+            self._write_stamp(stage, key, checked)
+        return checked.manifest, checked.reason
+
+    def _check(self, stage: str, key: str, path: Path, *, trust_stamp: bool) -> _Checked:
+        """Check ``path`` against its manifest: the file list and sizes always; the sha256 of every
+        file unless ``trust_stamp`` and the stamp matches the manifest and every file's stat."""
         try:
-            manifest = json.loads((path / MANIFEST_NAME).read_text())
+            raw = (path / MANIFEST_NAME).read_bytes()
+            manifest = json.loads(raw)
         except FileNotFoundError:
-            return None, f"{MANIFEST_NAME} is missing (an interrupted or foreign write)"
+            return _Checked(None, f"{MANIFEST_NAME} is missing (an interrupted or foreign write)")
         except (OSError, ValueError) as exc:
-            return None, f"{MANIFEST_NAME} is unreadable ({exc})"
+            return _Checked(None, f"{MANIFEST_NAME} is unreadable ({exc})")
         files = manifest.get("files") if isinstance(manifest, dict) else None
         if not isinstance(files, dict) or manifest.get("stage") != stage or manifest.get("key") != key:
-            return None, f"{MANIFEST_NAME} does not describe {stage}/{key}"
+            return _Checked(None, f"{MANIFEST_NAME} does not describe {stage}/{key}")
         present, other = _list_files(path)
         unlisted = sorted(set(present) - set(files) - {MANIFEST_NAME}) + other
         if unlisted:
-            return None, f"files not in the manifest: {unlisted}"
+            return _Checked(None, f"files not in the manifest: {unlisted}")
+        stats: dict[str, dict[str, int]] = {}
         for rel, entry in files.items():
             target = path / rel
             if not _safe_relpath(rel) or not isinstance(entry, dict):
-                return None, f"manifest entry {rel!r} is malformed"
+                return _Checked(None, f"manifest entry {rel!r} is malformed")
             if not target.is_file():
-                return None, f"file {rel!r} is missing"
-            size = target.stat().st_size
+                return _Checked(None, f"file {rel!r} is missing")
+            stats[rel] = _file_stat(target)  # before hashing, so a write during the hash shows later
+            size = stats[rel]["size"]
             if size != entry.get("size"):
-                return None, f"file {rel!r} has {size} bytes, manifest says {entry.get('size')} (truncated?)"
-            if file_sha256(target) != entry.get("sha256"):
-                return None, f"file {rel!r} does not match its sha256 (altered?)"
-        return manifest, ""
+                return _Checked(None, f"file {rel!r} has {size} bytes, manifest says {entry.get('size')} (truncated?)")
+        if trust_stamp and self._stamp_matches(stage, key, raw, stats):
+            return _Checked(manifest, raw=raw, stats=stats, trusted=True)
+        hashed = 0
+        for rel, entry in files.items():
+            digest = file_sha256(path / rel)
+            hashed += stats[rel]["size"]
+            if digest != entry.get("sha256"):
+                return _Checked(None, f"file {rel!r} does not match its sha256 (altered?)", bytes_hashed=hashed)
+        return _Checked(manifest, raw=raw, stats=stats, bytes_hashed=hashed)
+
+    def _stamp_path(self, stage: str, key: str) -> Path:
+        return self.root / STAMPS_DIRNAME / stage / f"{key}.json"
+
+    def _stamp_matches(self, stage: str, key: str, raw: bytes, stats: dict[str, dict[str, int]]) -> bool:
+        try:
+            stamp = json.loads(self._stamp_path(stage, key).read_bytes())
+        except (OSError, ValueError):
+            return False  # no stamp (or a torn one): verify in full
+        return (
+            isinstance(stamp, dict)
+            and stamp.get("manifest_sha256") == hashlib.sha256(raw).hexdigest()
+            and stamp.get("files") == stats
+        )
+
+    def _write_stamp(self, stage: str, key: str, checked: _Checked) -> None:
+        """Record that ``stage``/``key`` was just fully verified. Written atomically (temp file +
+        ``os.replace``) and never fatal: without a stamp the next open only costs a full re-hash."""
+        target = self._stamp_path(stage, key)
+        stamp = {
+            "manifest_sha256": hashlib.sha256(checked.raw).hexdigest(),
+            "files": checked.stats,
+            "verified": datetime.now(timezone.utc).isoformat(),
+        }
+        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(stamp, indent=1, sort_keys=True))
+            os.replace(tmp, target)
+        except OSError as exc:
+            logger.warning(
+                "could not write the verified stamp %s (%s); the next open of %s/%s re-hashes its files",
+                target, exc, stage, key,
+            )
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+    def _drop_stamp(self, stage: str, key: str) -> None:
+        try:
+            self._stamp_path(stage, key).unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:  # harmless: a republished folder has a new manifest or new mtimes
+            logger.warning("could not remove the verified stamp of %s/%s (%s)", stage, key, exc)

@@ -15,8 +15,8 @@ Two cache layers, and why a deleted artifact is still recomputed
 ----------------------------------------------------------------
 1. The artifact store (:mod:`tasks.catalog`) is the source of truth. :func:`run_stage` computes
    ``key = artifact_key(stage, config, inputs)``, returns at once if ``store.get`` finds a valid
-   folder (every checksum re-read), and otherwise computes into a temp folder published
-   atomically. Correctness never depends on Prefect.
+   folder (checksums re-read for files changed since they were last verified), and otherwise
+   computes into a temp folder published atomically. Correctness never depends on Prefect.
 2. Prefect's result cache only saves the task body from running at all. :func:`stage_cache_key`
    returns ``<stage>-<artifact key>-<h>`` with ``h`` a hash of the store URL and the store's
    ``fingerprint`` (local: manifest bytes + each file's size and mtime; remote: the remote

@@ -10,7 +10,8 @@ so a reader never sees a half-uploaded artifact. Every remote artifact read or w
 through a local mirror (an :class:`ArtifactStore` under ``$STEGO_HOME/remote-cache/<hash of the
 URL>``): a download fills a temp folder there and is published only after every checksum matched
 (:meth:`ArtifactStore.receive`), so a corrupt remote copy is reported and recomputed, never used.
-Keys are content addresses, so a valid mirror copy is as good as the remote one.
+Keys are content addresses, so a valid mirror copy is as good as the remote one; later opens of a
+mirror copy trust its verified stamp as a local store does (:mod:`tasks.catalog`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import json
 import logging
 import os
 import posixpath
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ import fsspec.core
 from pydantic import BaseModel
 
 from stego_core.home import stego_home
-from tasks.catalog import MANIFEST_NAME, Artifact, ArtifactStore, _safe_relpath
+from tasks.catalog import MANIFEST_NAME, Artifact, ArtifactCheck, ArtifactEntry, ArtifactStore, _safe_relpath
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +114,7 @@ class RemoteArtifactStore:
         """sha256 of the remote manifest's bytes (16 hex), or None when it is absent or unreadable.
 
         One small read: it changes when the artifact is rewritten, not when a file behind an
-        unchanged manifest is damaged (:meth:`get` checks every file)."""
+        unchanged manifest is damaged (a download checks every file)."""
         self.location(stage, key)  # validates the names
         try:
             raw = self.fs.cat_file(self._remote(stage, key, MANIFEST_NAME))
@@ -122,6 +123,25 @@ class RemoteArtifactStore:
         except (OSError, ValueError, AttributeError):
             return None
         return hashlib.sha256(raw).hexdigest()[:16]
+
+    def artifacts(self, stage: str | None = None) -> list[ArtifactEntry]:
+        """The artifacts in the local mirror (see :meth:`ArtifactStore.artifacts`), not the remote's."""
+        return self.mirror.artifacts(stage)
+
+    def verify_all(
+        self,
+        stage: str | None = None,
+        *,
+        fix: bool = False,
+        progress: Callable[[Iterable[ArtifactEntry]], Iterable[ArtifactEntry]] | None = None,
+    ) -> list[ArtifactCheck]:
+        """Re-hash the local mirror (see :meth:`ArtifactStore.verify_all`); the remote copies are not read.
+
+        That is enough for what this machine uses: every download was hashed before it entered the
+        mirror, and a remote copy that is damaged later is caught by the next machine's download
+        (and replaced). With ``fix`` a corrupt mirror copy is deleted and downloaded again on use.
+        """
+        return self.mirror.verify_all(stage, fix=fix, progress=progress)
 
     @contextlib.contextmanager
     def create(

@@ -12,8 +12,8 @@ from stego_core.config import ExperimentConfig
 
 # stage -> top-level sections / fields of ExperimentConfig it reads
 STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
-    "crop": ("data",),
-    "embed": ("data", "embed", "device"),
+    "crop": ("data", "embed"),
+    "embed": ("data", "embed", "device", "train"),
     "knn": ("knn",),
     "train_head": ("loss", "train", "knn", "seed", "device"),
     "cluster": ("cluster", "seed", "device"),
@@ -32,9 +32,17 @@ CLUSTER_FIELDS = {
 }
 
 
-# Fields that change how a stage runs but not what it writes: left out of its key (a changed
-# checkpoint interval must not retrain the head); the task takes them as separate parameters.
-UNKEYED_FIELDS: dict[str, dict[str, tuple[str, ...]]] = {"train_head": {"train": ("checkpoint_every",)}}
+# Fields that change how a stage runs but not what it writes: left out of every key (a changed
+# checkpoint interval must not retrain the head, a memory budget decides only resident vs streamed, the
+# shard size only how a split is cut, which the shards' own rows say); tasks take them as ``settings``.
+# A section mapped to None is unkeyed whole.
+UNKEYED_FIELDS: dict[str, tuple[str, ...] | None] = {
+    "memory": None, "train": ("checkpoint_every",), "embed": ("shard_size",),
+}
+
+# The fields of a section that a stage reads when it reads only a few of them.
+CROP_EMBED_FIELDS = ("train_resolution",)  # the crops are stored at the training resolution
+EMBED_TRAIN_FIELDS = ("features",)  # train.features=recompute: the training embed stores no features
 
 
 # Data fields that describe only one split: the training side (crop, embed role=train) is keyed
@@ -53,14 +61,24 @@ def stage_view(stage: str, cfg: ExperimentConfig, **args: Any) -> dict:
     """The JSON-able config a stage is keyed on: its sections of ``cfg`` plus stage arguments."""
     full = cfg.model_dump(mode="json")
     view = {name: full[name] for name in STAGE_SECTIONS[stage]}
+    for section, fields in UNKEYED_FIELDS.items():
+        if section in view and fields is None:
+            del view[section]
+        elif section in view:
+            view[section] = {k: v for k, v in view[section].items() if k not in fields}
+    if stage == "crop":
+        view["embed"] = {k: full["embed"][k] for k in CROP_EMBED_FIELDS}
+    if stage == "embed":
+        if args.get("role") == "eval":
+            del view["train"]
+        else:
+            view["train"] = {k: full["train"][k] for k in EMBED_TRAIN_FIELDS}
     if "data" in view:
         other = "train" if args.get("role") == "eval" else "eval"  # crop reads the training split
         # bad_files only decides what preflight puts in data.exclude, which is keyed itself.
         view["data"] = {k: v for k, v in view["data"].items() if k not in DATA_FIELDS_OF_ONE_SPLIT[other] + ("bad_files",)}
-        if "embed" in view:
+        if stage == "embed":
             view["embed"] = {k: v for k, v in view["embed"].items() if k not in EMBED_FIELDS_OF_ONE_SPLIT[other]}
-    for section, fields in UNKEYED_FIELDS.get(stage, {}).items():
-        view[section] = {k: v for k, v in view[section].items() if k not in fields}
     if stage == "cluster":
         view["cluster"] = {k: full["cluster"][k] for k in CLUSTER_FIELDS[args["method"]]}
     if stage == "predict":
@@ -72,8 +90,20 @@ def stage_view(stage: str, cfg: ExperimentConfig, **args: Any) -> dict:
     return view
 
 
-def config_from_view(view: dict) -> tuple[ExperimentConfig, dict]:
-    """Inverse of :func:`stage_view`: the config the stage computes with, and its arguments."""
+def run_settings(cfg: ExperimentConfig) -> dict:
+    """The unkeyed fields of ``cfg`` (:data:`UNKEYED_FIELDS`), passed to every task beside its view."""
+    full = cfg.model_dump(mode="json")
+    return {section: (full[section] if fields is None else {k: full[section][k] for k in fields})
+            for section, fields in UNKEYED_FIELDS.items()}
+
+
+def config_from_view(view: dict, settings: dict | None = None) -> tuple[ExperimentConfig, dict]:
+    """Inverse of :func:`stage_view` (plus the unkeyed ``settings`` of :func:`run_settings`, defaults where
+    absent): the config the stage computes with, and its arguments."""
     view = dict(view)
     args = view.pop("stage_args", {})
+    for section, values in (settings or {}).items():
+        if section not in UNKEYED_FIELDS:
+            raise ValueError(f"settings section {section!r} is not an unkeyed field; known: {sorted(UNKEYED_FIELDS)}")
+        view[section] = {**view.get(section, {}), **values}
     return ExperimentConfig.model_validate(view), args

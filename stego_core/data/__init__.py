@@ -9,7 +9,8 @@ from .cocostuff import FINE_CLASSES as COCOSTUFF_FINE_CLASSES
 from .cocostuff import FINE_TO_COARSE as COCOSTUFF_FINE_TO_COARSE
 from .dataset import SegmentationDataset
 from .errors import DataError
-from .five_crop import five_crop_boxes, five_crop_dataset
+from .dataset import CropArrays
+from .five_crop import CROP_FILES, five_crop_boxes, write_crops
 from .io import check_image, check_label, check_label_ids, load_image, load_label, load_resized_image
 from .label_maps import IGNORE, LABEL_MAPS, apply_label_map
 from .registry import (
@@ -30,11 +31,10 @@ from .transforms import (
 )
 
 __all__ = [
-    "COCOSTUFF27_CLASSES", "COCOSTUFF_FINE_CLASSES", "COCOSTUFF_FINE_TO_COARSE", "DATASETS",
+    "CROP_FILES", "COCOSTUFF27_CLASSES", "CropArrays", "COCOSTUFF_FINE_CLASSES", "COCOSTUFF_FINE_TO_COARSE", "DATASETS",
     "DATA_ROOT_ENV", "DataError", "DatasetSpec", "IGNORE", "IMAGE_EXTENSIONS", "LABEL_MAPS",
     "SegmentationDataset", "Sample", "apply_label_map", "check_image", "check_label",
-    "check_label_ids", "dataset_samples", "exclude_samples", "five_crop_boxes",
-    "five_crop_dataset", "get_dataset", "image_to_tensor", "list_datasets", "list_samples",
+    "check_label_ids", "dataset_samples", "exclude_samples", "five_crop_boxes", "get_dataset", "image_to_tensor", "list_datasets", "list_samples",
     "load_image", "load_label", "load_resized_image", "resize_center_crop_geometry",
-    "resize_center_crop_image", "resize_center_crop_label", "resolve_data_root",
+    "resize_center_crop_image", "resize_center_crop_label", "resolve_data_root", "write_crops",
 ]

@@ -10,12 +10,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from stego_core.access import open_table, read_index
+
 from .io import load_label, load_resized_image
 from .label_maps import IGNORE, LABEL_MAPS
 from .samples import Sample
 from .transforms import resize_center_crop_label
 
-__all__ = ["SegmentationDataset"]
+__all__ = ["CropArrays", "SegmentationDataset", "normalize_pixels"]
 
 logger = logging.getLogger(__name__)
 
@@ -104,12 +106,48 @@ class SegmentationDataset(Dataset):
         return {"image": tensor, "label": label, "index": index, "has_label": has_label}
 
     def normalize_images(self, pixels: torch.Tensor) -> torch.Tensor:
-        """uint8 ``(..., 3, H, W)`` -> float32 ``(x / 255 - mean) / std`` on the pixels' device.
+        return normalize_pixels(pixels, self.mean, self.std)
 
-        The same correctly rounded float32 operations as :func:`image_to_tensor` (the 255 is a
-        tensor on that device: CUDA would turn a Python scalar divisor into a reciprocal multiply).
-        """
-        dev = pixels.device
-        mean = torch.tensor(self.mean, dtype=torch.float32, device=dev).view(3, 1, 1)
-        std = torch.tensor(self.std, dtype=torch.float32, device=dev).view(3, 1, 1)
-        return (pixels.float() / torch.tensor(255.0, device=dev) - mean) / std
+
+def normalize_pixels(pixels: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """uint8 ``(..., 3, H, W)`` -> float32 ``(x / 255 - mean) / std`` on the pixels' device.
+
+    The same correctly rounded float32 operations as :func:`image_to_tensor` (the 255 is a
+    tensor on that device: CUDA would turn a Python scalar divisor into a reciprocal multiply).
+    """
+    dev = pixels.device
+    mean_t = torch.tensor(tuple(mean), dtype=torch.float32, device=dev).view(3, 1, 1)
+    std_t = torch.tensor(tuple(std), dtype=torch.float32, device=dev).view(3, 1, 1)
+    return (pixels.float() / torch.tensor(255.0, device=dev) - mean_t) / std_t
+
+
+class CropArrays:
+    """The training crops of a crop folder (:func:`~stego_core.data.write_crops`, sharded or not) as a pixel
+    source for the backbone: batches of stored uint8 pixels and labels, no decoding.
+
+    ``read_batch(start, stop)`` gives ``{"image": (B, 3, R, R) uint8, "label": (B, R, R) uint8}`` tensors;
+    :meth:`normalize_images` is :class:`SegmentationDataset`'s formula, so features are bit for bit those
+    of the same crops decoded from image files.
+    """
+
+    def __init__(self, folder, *, mean: Sequence[float], std: Sequence[float]) -> None:
+        self.folder = folder
+        self.pixels = open_table(folder, "pixels.npy")
+        self.labels = open_table(folder, "labels.npy")
+        if len(self.pixels) == 0:
+            raise ValueError(f"the crop folder {folder} holds no crops")
+        self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
+        self.resolution = int(self.pixels.shape[-1])
+
+    def __len__(self) -> int:
+        return len(self.pixels)
+
+    def index(self) -> list[dict]:
+        return read_index(self.folder)
+
+    def read_batch(self, start: int, stop: int) -> dict[str, torch.Tensor]:
+        return {"image": torch.from_numpy(np.array(self.pixels[start:stop])),
+                "label": torch.from_numpy(np.array(self.labels[start:stop]))}
+
+    def normalize_images(self, pixels: torch.Tensor) -> torch.Tensor:
+        return normalize_pixels(pixels, self.mean, self.std)

@@ -1,23 +1,36 @@
-"""Five-crop a training set (STEGO stage 1): the four corners and the centre, stored losslessly."""
+"""The training crops (STEGO stage 1): five crops per image (the four corners and the centre) or the
+whole image, resized and centre-cropped to the training resolution, stored losslessly as uint8 arrays.
+
+The arrays hold exactly the pixels the backbone sees: the bytes :class:`SegmentationDataset` gives
+for the same crop, so the embed stage (and ``train.features=recompute``) reads them without decoding.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
-import shutil
-import tempfile
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from numpy.lib.format import open_memmap
 from tqdm.auto import tqdm
 
+from .dataset import SegmentationDataset
 from .errors import DataError
 from .io import load_image, load_label
 from .label_maps import IGNORE
 from .samples import Sample
+from .transforms import resize_center_crop_image, resize_center_crop_label
 
-__all__ = ["five_crop_boxes", "five_crop_dataset"]
+__all__ = ["CROP_FILES", "five_crop_boxes", "write_crops"]
+
+#: The files of a crop folder: pixels ``(N, 3, R, R)`` uint8, labels ``(N, R, R)`` uint8 (255 = void or
+#: unlabelled), and one ``{"stem", "image", "box"}`` row per crop.
+CROP_FILES = ("pixels.npy", "labels.npy", "index.json")
 
 logger = logging.getLogger(__name__)
 
@@ -59,9 +72,12 @@ def five_crop_boxes(width: int, height: int, crop_ratio: float = 0.5) -> list[Bo
     ]
 
 
-def _crop_one(sample: Sample, tmp: Path, *, crop_ratio: float, num_classes: int | None,
-              label_map: str, ignore_index: int) -> list[Sample]:
-    """Write the five image (and label) crops of ``sample`` under ``tmp``; return their samples."""
+Crop = tuple[str, np.ndarray, np.ndarray, list[int] | None]  # stem, (3, R, R) pixels, (R, R) label, box
+
+
+def _five_crops(sample: Sample, *, resolution: int, crop_ratio: float, num_classes: int | None,
+                label_map: str, ignore_index: int) -> list[Crop]:
+    """The five crops of ``sample``, each resized and centre-cropped to ``resolution`` (bicubic / nearest)."""
     image = load_image(sample.image)
     label = None
     if sample.label is not None:
@@ -69,92 +85,99 @@ def _crop_one(sample: Sample, tmp: Path, *, crop_ratio: float, num_classes: int 
                            label_map=label_map, ignore_index=ignore_index, image=sample.image)
         if label.max() > 255:
             raise DataError(f"label {sample.label} holds ids up to {int(label.max())} after "
-                            f"mapping {label_map!r}; five-crop stores labels as 8-bit PNGs "
-                            "(ids 0..255): pass num_classes and the right label_map")
+                            f"mapping {label_map!r}; crops store labels as 8-bit ids (0..255): "
+                            "pass num_classes and the right label_map")
     crops = []
-    boxes = five_crop_boxes(image.width, image.height, crop_ratio)
-    for i, (left, top, right, bottom) in enumerate(boxes):
-        stem = f"{sample.stem}_c{i}"
-        image.crop((left, top, right, bottom)).save(tmp / "images" / f"{stem}.png",
-                                                    compress_level=1)
-        label_path = None
-        if label is not None:
-            label_path = tmp / "labels" / f"{stem}.png"
-            Image.fromarray(label[top:bottom, left:right].astype(np.uint8), mode="L").save(
-                label_path, compress_level=1)
-        crops.append(Sample(stem=stem, image=Path("images") / f"{stem}.png",
-                            label=None if label_path is None else Path("labels") / f"{stem}.png"))
+    for i, (left, top, right, bottom) in enumerate(five_crop_boxes(image.width, image.height, crop_ratio)):
+        pixels = np.array(resize_center_crop_image(image.crop((left, top, right, bottom)), resolution))
+        if label is None:
+            lab = np.full((resolution, resolution), ignore_index, dtype=np.uint8)
+        else:
+            lab = resize_center_crop_label(label[top:bottom, left:right], resolution, ignore_index).astype(np.uint8)
+        crops.append((f"{sample.stem}_c{i}", pixels.transpose(2, 0, 1), lab, [left, top, right, bottom]))
     return crops
 
 
-def five_crop_dataset(
-    samples: list[Sample],
+def _whole_image(dataset: SegmentationDataset, i: int) -> list[Crop]:
+    item = dataset[i]
+    return [(dataset.samples[i].stem, item["image"].numpy(), item["label"].clamp(0, 255).numpy().astype(np.uint8), None)]
+
+
+def write_crops(
+    samples: Sequence[Sample],
     out_dir: str | os.PathLike,
     *,
+    resolution: int,
+    five_crop: bool = True,
     crop_ratio: float = 0.5,
     num_classes: int | None = None,
     label_map: str = "identity",
     ignore_index: int = IGNORE,
+    workers: int = 2,
     progress: bool = True,
-    overwrite: bool = False,
-) -> list[Sample]:
-    """Cut every image (and label) into its five crops and store them as lossless PNGs.
+) -> int:
+    """Write the training crops of ``samples`` into ``out_dir`` (see :data:`CROP_FILES`); returns their count.
 
-    Writes ``out_dir/images/<stem>_c{0..4}.png`` (RGB) and, for labelled samples,
-    ``out_dir/labels/<stem>_c{0..4}.png`` (uint8 class ids after ``label_map``, void =
-    ``ignore_index``), crop order as in `five_crop_boxes`. Everything is written to a temporary
-    sibling folder that is renamed to ``out_dir`` only when all crops are done, so an interrupted
-    run never leaves a half-filled ``out_dir``.
-
-    Args:
-        samples: the images to crop (e.g. from `list_samples`); stems must be unique.
-        out_dir: destination folder; must not exist unless ``overwrite``.
-        crop_ratio: crop side as a fraction of the image side (STEGO: 0.5).
-        num_classes: K for the label range check; None skips it (ids must still fit 8 bits).
-        label_map, ignore_index: as in `load_label`.
-        progress: show a tqdm progress bar.
-        overwrite: replace an existing ``out_dir`` (only after the new crops are complete).
-
-    Returns:
-        The ``5 * len(samples)`` new samples, in input order, with absolute paths under ``out_dir``.
+    With ``five_crop`` each image gives its five crops (order of `five_crop_boxes`), each resized so its
+    shorter side is ``resolution`` (bicubic) and centre-cropped, with its label cut and resized the same
+    way (nearest); otherwise each image is resized and centre-cropped whole, exactly as
+    :class:`SegmentationDataset` reads it (large JPEGs at a reduced decode). ``workers`` threads decode
+    ahead, in order. Unlabelled images get all-``ignore_index`` labels.
 
     Raises:
-        DataError: an image or label cannot be read or is inconsistent (the file is named);
-            ``out_dir`` exists and ``overwrite`` is False.
-        ValueError: empty ``samples``, duplicate stems, bad ``crop_ratio``.
+        DataError: an image or label cannot be read or is inconsistent (the file is named).
+        ValueError: empty ``samples``, duplicate stems, bad ``crop_ratio`` or ``resolution``.
     """
     if not samples:
-        raise ValueError("five_crop_dataset needs at least one sample; check the input folder")
+        raise ValueError("write_crops needs at least one sample; check the input folder")
+    if resolution < 1:
+        raise ValueError(f"resolution must be a positive number of pixels, got {resolution}")
     five_crop_boxes(1, 1, crop_ratio)  # validates crop_ratio before any work
     stems = [s.stem for s in samples]
     if len(set(stems)) != len(stems):
         dup = sorted({s for s in stems if stems.count(s) > 1})[:5]
         raise ValueError(f"sample stems must be unique to name the crops, duplicated: {dup}")
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not overwrite:
-        raise DataError(f"five-crop output {out_dir} already exists; delete it, choose another "
-                        "folder, or pass overwrite=True")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
-    try:
-        (tmp / "images").mkdir()
-        if any(s.label is not None for s in samples):
-            (tmp / "labels").mkdir()
-        relative: list[Sample] = []
-        for sample in tqdm(samples, desc="five-crop", unit="img", disable=not progress):
-            relative.extend(_crop_one(sample, tmp, crop_ratio=crop_ratio, num_classes=num_classes,
-                                      label_map=label_map, ignore_index=ignore_index))
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-            os.replace(out_dir, old)
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    logger.info("five-cropped %d images into %s (%d crops)", len(samples), out_dir, len(relative))
-    root = out_dir.resolve()
-    return [Sample(stem=s.stem, image=root / s.image,
-                   label=None if s.label is None else root / s.label) for s in relative]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    per = 5 if five_crop else 1
+    n = per * len(samples)
+    if five_crop:
+        def crops_of(i: int) -> list[Crop]:
+            return _five_crops(samples[i], resolution=resolution, crop_ratio=crop_ratio, num_classes=num_classes,
+                               label_map=label_map, ignore_index=ignore_index)
+    else:
+        dataset = SegmentationDataset(samples, resolution=resolution, mean=(0, 0, 0), std=(1, 1, 1),
+                                      num_classes=num_classes, label_map=label_map, ignore_index=ignore_index,
+                                      normalize=False)
+
+        def crops_of(i: int) -> list[Crop]:
+            return _whole_image(dataset, i)
+
+    pixels = open_memmap(out / "pixels.npy", mode="w+", dtype=np.uint8, shape=(n, 3, resolution, resolution))
+    labels = open_memmap(out / "labels.npy", mode="w+", dtype=np.uint8, shape=(n, resolution, resolution))
+    index, row = [], 0
+    for i, crops in enumerate(tqdm(_in_order(crops_of, len(samples), workers), total=len(samples),
+                                   desc="crops", unit="img", disable=not progress, leave=False)):
+        for stem, px, lab, box in crops:
+            pixels[row], labels[row] = px, lab
+            index.append({"stem": stem, "image": str(samples[i].image), "box": box})
+            row += 1
+    pixels.flush()
+    labels.flush()
+    (out / "index.json").write_text(json.dumps(index, indent=1))
+    logger.info("wrote %d training crops of %d images at %d px into %s", n, len(samples), resolution, out)
+    return n
+
+
+def _in_order(fn, n: int, workers: int, lookahead: int = 8) -> Iterator:
+    """``fn(0), fn(1), ...`` computed by ``workers`` threads up to ``lookahead`` items ahead (PIL releases the GIL)."""
+    if workers <= 1:
+        yield from (fn(i) for i in range(n))
+        return
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending = deque(pool.submit(fn, i) for i in range(min(n, lookahead)))
+        for i in range(n):
+            result = pending.popleft().result()
+            if i + lookahead < n:
+                pending.append(pool.submit(fn, i + lookahead))
+            yield result

@@ -11,7 +11,8 @@ import torch
 from stego_core.backbones import create_backbone
 from stego_core.data import SegmentationDataset, dataset_samples
 from stego_core import features
-from stego_core.features import _to_float16, collate_batch, extract_features, load_features, resolve_loader
+from stego_core.features import _to_float16, collate_batch, extract_features, open_embedding, resolve_loader
+from stego_core.knn import global_descriptors, unit_descriptors
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -32,12 +33,15 @@ def test_threads_and_processes_write_identical_files(setup, tmp_path):
         summaries[loader] = extract_features(backbone, ds, tmp_path / loader, batch_size=2, num_workers=2,
                                              flip=True, progress=False, loader=loader)
     assert summaries["threads"]["loader"] == "threads" and summaries["processes"]["loader"] == "processes"
-    for name in ("features.npy", "features_flip.npy", "labels.npy", "index.json"):
+    for name in ("features.npy", "features_flip.npy", "labels.npy", "descriptors.npy", "index.json"):
         assert (tmp_path / "threads" / name).read_bytes() == (tmp_path / "processes" / name).read_bytes(), name
-    out = load_features(tmp_path / "processes")
+    emb = open_embedding(tmp_path / "processes")
+    out = {"features": emb.features, "features_flip": emb.features_flip, "labels": emb.labels}
     assert out["features"].shape == (5, 384, 4, 4) and out["features"].dtype == np.float16
     assert out["labels"].shape == (5, 56, 56) and set(np.unique(out["labels"])) <= set(range(11)) | {255}
-    assert [r["stem"] for r in out["index"]] == [s.stem for s in ds.samples]
+    assert [r["stem"] for r in emb.index] == [s.stem for s in ds.samples]
+    # The KNN's descriptors, written while embedding, are bit for bit what it would compute from the features.
+    assert np.array_equal(unit_descriptors(np.asarray(emb.descriptors)), global_descriptors(emb.features))
 
     # The plain recipe: normalised float32 items from the dataset, the backbone, numpy's float16 cast.
     items = [ds[i] for i in range(len(ds))]

@@ -1,14 +1,16 @@
-"""Five-crop geometry, pixel content, lossless storage and atomic output."""
+"""Five-crop geometry, and the stored training crops: exactly the pixels the backbone saw when each crop
+was a lossless PNG decoded by SegmentationDataset."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from stego_core.data import DataError, Sample, five_crop_boxes, five_crop_dataset, load_image
+from stego_core.data import DataError, Sample, SegmentationDataset, five_crop_boxes, load_image, load_label, write_crops
 
 CAMVID = Path("/work/shared/data/camvid")
 
@@ -64,94 +66,109 @@ def _write_pair(folder: Path, stem: str, size=(37, 23), seed=0, label_values=12,
     return Sample(stem, image_path, label_path), pixels, raw
 
 
-def test_crops_equal_source_slices_and_round_trip_losslessly(tmp_path):
-    sample, pixels, raw = _write_pair(tmp_path, "a")
-    out = five_crop_dataset([sample], tmp_path / "crops", num_classes=11, label_map="camvid11",
-                            progress=False)
-    mapped = np.where(raw == 11, 255, raw)
-    assert [s.stem for s in out] == [f"a_c{i}" for i in range(5)]
-    for crop, (left, top, right, bottom) in zip(out, five_crop_boxes(37, 23), strict=True):
-        assert crop.image == tmp_path / "crops" / "images" / f"{crop.stem}.png"
-        assert crop.label == tmp_path / "crops" / "labels" / f"{crop.stem}.png"
-        with Image.open(crop.image) as img:
-            assert img.mode == "RGB"
-            np.testing.assert_array_equal(np.asarray(img), pixels[top:bottom, left:right])
-        with Image.open(crop.label) as lab:
-            assert lab.mode == "L"
-            np.testing.assert_array_equal(np.asarray(lab), mapped[top:bottom, left:right])
+def _crops(folder: Path):
+    return (np.load(folder / "pixels.npy"), np.load(folder / "labels.npy"),
+            json.loads((folder / "index.json").read_text()))
 
 
-def test_jpeg_source_crops_equal_decoded_pixels(tmp_path):
-    sample, _, _ = _write_pair(tmp_path, "j", suffix=".jpg")
-    decoded = np.asarray(load_image(sample.image))
-    out = five_crop_dataset([Sample("j", sample.image, None)], tmp_path / "c", progress=False)
-    assert all(s.label is None for s in out)
-    assert not (tmp_path / "c" / "labels").exists()
-    left, top, right, bottom = five_crop_boxes(37, 23)[4]
-    np.testing.assert_array_equal(np.asarray(Image.open(out[4].image)), decoded[top:bottom, left:right])
+def _decoded_png_crops(sample: Sample, folder: Path, resolution: int, **label_args):
+    """The former path: each crop saved as a lossless PNG, then read back by SegmentationDataset."""
+    image = load_image(sample.image)
+    label = load_label(sample.label, size=image.size, **label_args) if sample.label else None
+    folder.mkdir(parents=True, exist_ok=True)
+    crops = []
+    for i, (left, top, right, bottom) in enumerate(five_crop_boxes(image.width, image.height)):
+        image.crop((left, top, right, bottom)).save(folder / f"{i}.png")
+        lab = None
+        if label is not None:
+            lab = folder / f"{i}_label.png"
+            Image.fromarray(label[top:bottom, left:right].astype(np.uint8)).save(lab)
+        crops.append(Sample(str(i), folder / f"{i}.png", lab))
+    ds = SegmentationDataset(crops, resolution=resolution, mean=(0, 0, 0), std=(1, 1, 1),
+                             num_classes=label_args.get("num_classes"), normalize=False)
+    items = [ds[i] for i in range(len(ds))]
+    return (np.stack([it["image"].numpy() for it in items]),
+            np.stack([it["label"].clamp(0, 255).numpy() for it in items]).astype(np.uint8))
 
 
-def test_mixed_labelled_and_unlabelled(tmp_path):
+@pytest.mark.parametrize("resolution", [8, 16, 23])
+def test_stored_crops_are_the_pixels_the_decoded_png_crops_gave(tmp_path, resolution):
+    sample, _, _ = _write_pair(tmp_path, "a")
+    n = write_crops([sample], tmp_path / "crops", resolution=resolution, num_classes=11, label_map="camvid11",
+                    progress=False)
+    pixels, labels, index = _crops(tmp_path / "crops")
+    assert n == 5 and pixels.shape == (5, 3, resolution, resolution) and pixels.dtype == np.uint8
+    want_pixels, want_labels = _decoded_png_crops(sample, tmp_path / "png", resolution, num_classes=11,
+                                                  label_map="camvid11")
+    np.testing.assert_array_equal(pixels, want_pixels)
+    np.testing.assert_array_equal(labels, want_labels)
+    assert [r["stem"] for r in index] == [f"a_c{i}" for i in range(5)]
+    assert [tuple(r["box"]) for r in index] == five_crop_boxes(37, 23)
+    assert all(r["image"] == str(sample.image) for r in index)
+
+
+def test_whole_images_are_what_the_dataset_reads(tmp_path):
+    a, _, _ = _write_pair(tmp_path, "a", seed=1, suffix=".jpg")
+    b, _, _ = _write_pair(tmp_path, "b", seed=2)
+    write_crops([a, Sample("b", b.image, None)], tmp_path / "c", resolution=16, five_crop=False, num_classes=12,
+                progress=False)
+    pixels, labels, index = _crops(tmp_path / "c")
+    ds = SegmentationDataset([a, Sample("b", b.image, None)], resolution=16, mean=(0, 0, 0), std=(1, 1, 1),
+                             num_classes=12, normalize=False)
+    for i in range(2):
+        np.testing.assert_array_equal(pixels[i], ds[i]["image"].numpy())
+        np.testing.assert_array_equal(labels[i], ds[i]["label"].clamp(0, 255).numpy())
+    assert [r["stem"] for r in index] == ["a", "b"] and index[0]["box"] is None
+
+
+def test_unlabelled_crops_are_void(tmp_path):
     a, _, _ = _write_pair(tmp_path, "a", seed=1)
     b, _, _ = _write_pair(tmp_path, "b", seed=2)
-    out = five_crop_dataset([a, Sample("b", b.image, None)], tmp_path / "c", num_classes=12,
-                            progress=False)
-    assert len(out) == 10
-    assert all(s.label is not None for s in out[:5]) and all(s.label is None for s in out[5:])
-    assert sorted(p.name for p in (tmp_path / "c" / "labels").iterdir()) == [f"a_c{i}.png" for i in range(5)]
+    assert write_crops([a, Sample("b", b.image, None)], tmp_path / "c", resolution=8, num_classes=12,
+                       workers=3, progress=False) == 10
+    _, labels, _ = _crops(tmp_path / "c")
+    assert (labels[5:] == 255).all() and (labels[:5] != 255).any()
 
 
-def test_existing_output_needs_overwrite(tmp_path):
-    sample, _, _ = _write_pair(tmp_path, "a")
-    out_dir = tmp_path / "c"
-    (out_dir / "stale").mkdir(parents=True)
-    with pytest.raises(DataError, match="already exists.*overwrite=True"):
-        five_crop_dataset([sample], out_dir, num_classes=12, progress=False)
-    five_crop_dataset([sample], out_dir, num_classes=12, progress=False, overwrite=True)
-    assert sorted(p.name for p in out_dir.iterdir()) == ["images", "labels"]
-
-
-def test_failure_leaves_no_output_and_no_temp_folder(tmp_path):
+def test_a_bad_image_is_named(tmp_path):
     good, _, _ = _write_pair(tmp_path, "a")
     bad = tmp_path / "img" / "b.jpg"
     bad.write_bytes(b"")
     with pytest.raises(DataError, match=r"cannot read image .*b\.jpg"):
-        five_crop_dataset([good, Sample("b", bad, None)], tmp_path / "out", progress=False)
-    assert not (tmp_path / "out").exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["img", "lab"]
+        write_crops([good, Sample("b", bad, None)], tmp_path / "out", resolution=8, progress=False)
 
 
 def test_label_errors_name_the_file(tmp_path):
     sample, _, _ = _write_pair(tmp_path, "a", label_values=12)
     with pytest.raises(DataError, match=r"label .*a\.png holds ids \[11\] outside .*0\.\.10"):
-        five_crop_dataset([sample], tmp_path / "o", num_classes=11, progress=False)
+        write_crops([sample], tmp_path / "o", resolution=8, num_classes=11, progress=False)
     wide = tmp_path / "lab" / "w.png"
     Image.fromarray(np.full((23, 37), 300, dtype=np.uint16)).save(wide)
     with pytest.raises(DataError, match=r"w\.png holds ids up to 300.*8-bit"):
-        five_crop_dataset([Sample("w", sample.image, wide)], tmp_path / "o", progress=False)
+        write_crops([Sample("w", sample.image, wide)], tmp_path / "o", resolution=8, progress=False)
     small = tmp_path / "lab" / "s.png"
     Image.fromarray(np.zeros((5, 5), dtype=np.uint8)).save(small)
     with pytest.raises(DataError, match=r"s\.png is 5x5 .* image is 37x23"):
-        five_crop_dataset([Sample("s", sample.image, small)], tmp_path / "o", progress=False)
+        write_crops([Sample("s", sample.image, small)], tmp_path / "o", resolution=8, progress=False)
 
 
 def test_input_validation(tmp_path):
     sample, _, _ = _write_pair(tmp_path, "a")
     with pytest.raises(ValueError, match="at least one sample"):
-        five_crop_dataset([], tmp_path / "o", progress=False)
+        write_crops([], tmp_path / "o", resolution=8, progress=False)
     with pytest.raises(ValueError, match="stems must be unique.*'a'"):
-        five_crop_dataset([sample, sample], tmp_path / "o", progress=False)
+        write_crops([sample, sample], tmp_path / "o", resolution=8, progress=False)
     with pytest.raises(ValueError, match="crop_ratio"):
-        five_crop_dataset([sample], tmp_path / "o", crop_ratio=2.0, progress=False)
+        write_crops([sample], tmp_path / "o", resolution=8, crop_ratio=2.0, progress=False)
 
 
 @pytest.mark.skipif(not CAMVID.is_dir(), reason="CamVid not available")
 def test_real_camvid_image(tmp_path):
     stem = "0001TP_006690"
     sample = Sample(stem, CAMVID / "images/train" / f"{stem}.jpg", CAMVID / "labels/train" / f"{stem}.png")
-    out = five_crop_dataset([sample], tmp_path / "c", num_classes=11, label_map="camvid11",
-                            progress=False)
-    source = np.asarray(Image.open(sample.label))
-    for crop, (left, top, right, bottom) in zip(out, five_crop_boxes(480, 360), strict=True):
-        assert Image.open(crop.image).size == (240, 180)
-        np.testing.assert_array_equal(np.asarray(Image.open(crop.label)), source[top:bottom, left:right])
+    write_crops([sample], tmp_path / "c", resolution=112, num_classes=11, label_map="camvid11", progress=False)
+    pixels, labels, index = _crops(tmp_path / "c")
+    want_pixels, want_labels = _decoded_png_crops(sample, tmp_path / "png", 112, num_classes=11, label_map="camvid11")
+    np.testing.assert_array_equal(pixels, want_pixels)
+    np.testing.assert_array_equal(labels, want_labels)
+    assert [tuple(r["box"]) for r in index] == five_crop_boxes(480, 360)

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from stego_core.kmeans import spherical_kmeans, tokens
+from stego_core.access import sample_tokens as tokens
+from stego_core.kmeans import spherical_kmeans
 from stego_core.knn import global_descriptors, knn_search
 
 

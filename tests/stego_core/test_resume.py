@@ -139,7 +139,7 @@ TRAIN_SCRIPT = """
             return train_stage(cfg, embed, knn, out, cb, **kw)
         core.train_stage = slow
     ref = train_head_task.fn(config=json.loads(view), inputs=json.loads(inputs), store_root=root,
-                             checkpoint_every=int(every))
+                             settings={"train": {"checkpoint_every": int(every)}})
     print("REF " + json.dumps(ref))
 """
 

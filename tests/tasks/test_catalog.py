@@ -1,4 +1,5 @@
-"""Artifact catalog: key stability, atomic publication, checksum verification, concurrent writers."""
+"""Artifact catalog: key stability, atomic publication, checksum verification, verified stamps,
+verify_all, concurrent writers."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
+import tasks.catalog
 from tasks.catalog import CODE_VERSION, ArtifactStore, artifact_key
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -91,7 +93,7 @@ def test_key_is_stable_across_processes() -> None:
         {"inputs": {"images": "k2"}},
         {"inputs": {"pictures": "k1"}},
         {"inputs": {"images": "k1", "labels": "k3"}},
-        {"code_version": "stego-0.2"},
+        {"code_version": "stego-99"},
     ],
 )
 def test_key_changes_with_every_component(change: dict) -> None:
@@ -247,6 +249,209 @@ def test_fingerprint_tracks_folder_identity(store: ArtifactStore) -> None:
     assert store.fingerprint("crop", "k1") not in (None, first)
     (path / "a.bin").write_bytes(b"\x02" * 10)
     assert store.fingerprint("crop", "k1") is None
+
+
+# --- verified stamps: hash at publication and on change, not on every open ------------------------
+
+TWO_FILES = {"a.bin": b"\x01" * 4000, "sub/b.txt": b"hello"}
+
+
+@pytest.fixture
+def hashed(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the files the store hashes from now on (a counting wrapper around the real
+    ``file_sha256``, which still does the work)."""
+    calls: list[str] = []
+    real = tasks.catalog.file_sha256
+
+    def counting(path: Path) -> str:
+        calls.append(Path(path).name)
+        return real(path)
+
+    monkeypatch.setattr(tasks.catalog, "file_sha256", counting)
+    return calls
+
+
+def _stamp(store: ArtifactStore, stage: str, key: str) -> Path:
+    return store.root / ".verified" / stage / f"{key}.json"
+
+
+def _flip_byte_keep_stat(path: Path) -> None:
+    """Edit one byte in place and restore the mtime: the one change a stamp cannot see."""
+    info = path.stat()
+    with open(path, "r+b") as handle:
+        first = handle.read(1)
+        handle.seek(0)
+        handle.write(bytes([first[0] ^ 0xFF]))
+    os.utime(path, ns=(info.st_atime_ns, info.st_mtime_ns))
+    assert (path.stat().st_size, path.stat().st_mtime_ns) == (info.st_size, info.st_mtime_ns)
+
+
+def _touch_later(path: Path) -> None:
+    info = path.stat()
+    os.utime(path, ns=(info.st_atime_ns, info.st_mtime_ns + 2_000_000_000))
+
+
+def test_publication_hashes_once_and_later_opens_trust_the_stamp(store: ArtifactStore, hashed: list[str]) -> None:
+    path = _publish(store, "crop", "k1", TWO_FILES)
+    assert sorted(hashed) == ["a.bin", "b.txt"]  # for the manifest, once
+    stamp = json.loads(_stamp(store, "crop", "k1").read_text())
+    assert stamp["manifest_sha256"] == hashlib.sha256((path / "manifest.json").read_bytes()).hexdigest()
+    info = (path / "a.bin").stat()
+    assert stamp["files"]["a.bin"] == {"size": 4000, "mtime_ns": info.st_mtime_ns, "ino": info.st_ino}
+    assert os.listdir(_stamp(store, "crop", "k1").parent) == ["k1.json"]  # no temp files left
+    assert not (path / ".verified").exists()  # the stamp lives outside the artifact
+
+    hashed.clear()
+    assert store.get("crop", "k1") is not None and store.open("crop", "k1").path == path
+    assert hashed == []
+
+    # a same-size, same-mtime edit is trusted by get (that is the cost of not re-hashing)...
+    _flip_byte_keep_stat(path / "a.bin")
+    assert store.get("crop", "k1") is not None and hashed == []
+    # ...and caught by verify_all, which ignores stamps and drops the corrupt one's stamp
+    [check] = store.verify_all()
+    assert (check.stage, check.key, check.path, check.ok, check.removed) == ("crop", "k1", path, False, False)
+    assert "'a.bin' does not match its sha256" in check.reason and check.bytes_hashed > 0
+    assert not _stamp(store, "crop", "k1").exists()
+    assert store.get("crop", "k1") is None  # so the next open re-hashes, rejects it and it is recomputed
+    assert path.exists()  # without fix the folder stays (a rerun replaces it)
+
+
+def test_a_new_mtime_means_a_full_rehash_that_refreshes_the_stamp(store: ArtifactStore, hashed: list[str]) -> None:
+    path = _publish(store, "crop", "k1", TWO_FILES)
+    before = _stamp(store, "crop", "k1").read_text()
+    _touch_later(path / "sub" / "b.txt")
+    hashed.clear()
+    assert store.get("crop", "k1") is not None
+    assert sorted(hashed) == ["a.bin", "b.txt"]  # every file: the stamp no longer vouches for the folder
+    assert _stamp(store, "crop", "k1").read_text() != before
+    hashed.clear()
+    assert store.open("crop", "k1").path == path and hashed == []
+
+
+def test_new_content_and_mtime_is_caught_as_before(store: ArtifactStore, hashed: list[str], caplog) -> None:
+    path = _publish(store, "crop", "k1", TWO_FILES)
+    (path / "a.bin").write_bytes(b"\x07" * 4000)  # same size, new bytes, new mtime
+    _touch_later(path / "a.bin")
+    with caplog.at_level("WARNING", logger="tasks.catalog"):
+        assert store.get("crop", "k1") is None
+    assert "'a.bin' does not match its sha256" in caplog.text and "it is recomputed" in caplog.text
+    assert not _stamp(store, "crop", "k1").exists()
+    with pytest.raises(FileNotFoundError, match="does not match its sha256.*delete the folder and rerun"):
+        store.open("crop", "k1")
+    # republishing replaces the folder, and the new folder is stamped
+    _publish(store, "crop", "k1", {**TWO_FILES, "a.bin": b"\x02" * 4000})
+    hashed.clear()
+    assert (store.open("crop", "k1").path / "a.bin").read_bytes() == b"\x02" * 4000 and hashed == []
+    assert _leftovers(store, "crop") == []
+
+
+@pytest.mark.parametrize(
+    "lose_trust",
+    [
+        lambda store, path: _stamp(store, "crop", "k1").unlink(),
+        lambda store, path: _stamp(store, "crop", "k1").write_text("{torn"),
+        lambda store, path: _stamp(store, "crop", "k1").write_text('{"files": {}}'),
+        # the same bytes and mtime in a new file (a copy put in place): a new inode
+        lambda store, path: (shutil.copy2(path / "a.bin", path / "a.new"), os.replace(path / "a.new", path / "a.bin")),
+    ],
+    ids=["deleted", "torn", "foreign", "new-inode"],
+)
+def test_without_a_matching_stamp_the_artifact_is_verified_in_full(
+    store: ArtifactStore, hashed: list[str], lose_trust
+) -> None:
+    path = _publish(store, "crop", "k1", TWO_FILES)
+    lose_trust(store, path)
+    hashed.clear()
+    assert store.get("crop", "k1") is not None
+    assert sorted(hashed) == ["a.bin", "b.txt"]
+    hashed.clear()
+    assert store.get("crop", "k1") is not None and hashed == []  # stamped again
+
+
+def test_the_file_list_and_sizes_are_checked_even_with_a_stamp(store: ArtifactStore, hashed: list[str]) -> None:
+    path = _publish(store, "crop", "k1", TWO_FILES)
+    hashed.clear()
+    (path / "extra.txt").write_text("x")
+    assert store.get("crop", "k1") is None and hashed == []  # an unlisted file needs no hashing
+    (path / "extra.txt").unlink()
+    assert store.get("crop", "k1") is not None and sorted(hashed) == ["a.bin", "b.txt"]  # its stamp was dropped
+    hashed.clear()
+    with open(path / "a.bin", "r+b") as handle:
+        handle.truncate(10)
+    assert store.get("crop", "k1") is None and hashed == []  # nor does a size mismatch
+
+
+def test_a_received_copy_is_hashed_in_full_then_stamped(store: ArtifactStore, tmp_path: Path, hashed: list[str]) -> None:
+    original = _publish(ArtifactStore(tmp_path / "elsewhere"), "crop", "k1", TWO_FILES)
+    _touch_later(original / "a.bin")  # what the source's stamp says does not matter to the copy
+    hashed.clear()
+    store.receive("crop", "k1", lambda folder: shutil.copytree(original, folder, dirs_exist_ok=True))
+    assert sorted(hashed) == ["a.bin", "b.txt"]
+    hashed.clear()
+    assert store.open("crop", "k1") is not None and hashed == []
+
+
+def test_a_stamp_that_cannot_be_written_is_not_fatal(store: ArtifactStore, hashed: list[str], caplog) -> None:
+    store.root.mkdir(parents=True)
+    (store.root / ".verified").write_text("a file where the stamps folder should be")
+    with caplog.at_level("WARNING", logger="tasks.catalog"):
+        path = _publish(store, "crop", "k1", TWO_FILES)
+    assert "could not write the verified stamp" in caplog.text and "re-hashes its files" in caplog.text
+    hashed.clear()
+    assert store.open("crop", "k1").path == path
+    assert sorted(hashed) == ["a.bin", "b.txt"]  # no stamp: every open verifies in full, as before
+
+
+# --- verify_all ----------------------------------------------------------------------------------
+
+def _three_artifacts(store: ArtifactStore) -> None:
+    _publish(store, "crop", "k1", TWO_FILES)
+    _publish(store, "crop", "k2", {"c.bin": b"\x03" * 100})
+    _publish(store, "knn", "k3", {"nn.bin": b"\x04" * 100})
+
+
+def test_verify_all_rehashes_everything_and_skips_hidden_folders(store: ArtifactStore, hashed: list[str]) -> None:
+    _three_artifacts(store)
+    for hidden in (".checkpoints/crop/k1", ".prefect-results/x", ".scratch-1", "crop/.tmp-k9-abc", "crop/.trash-k8-def"):
+        (store.root / hidden).mkdir(parents=True)
+        (store.root / hidden / "junk.bin").write_bytes(b"junk")
+    (store.root / "README").write_text("a stray file")
+    hashed.clear()
+    report = store.verify_all()
+    assert [(c.stage, c.key, c.ok) for c in report] == [("crop", "k1", True), ("crop", "k2", True), ("knn", "k3", True)]
+    assert sorted(hashed) == ["a.bin", "b.txt", "c.bin", "nn.bin"]  # stamps ignored
+    assert sum(c.bytes_hashed for c in report) == 4000 + 5 + 100 + 100
+    assert [e.key for e in store.artifacts()] == ["k1", "k2", "k3"]
+    assert [(e.stage, e.size) for e in store.artifacts("crop")] == [("crop", 4005), ("crop", 100)]
+
+
+def test_verify_all_with_fix_removes_corrupt_artifacts_and_their_stamps(store: ArtifactStore) -> None:
+    _three_artifacts(store)
+    _flip_byte_keep_stat(store.location("crop", "k2") / "c.bin")
+    (store.location("knn", "k3") / "manifest.json").unlink()  # an interrupted foreign write
+    report = store.verify_all(fix=True)
+    assert [(c.key, c.ok, c.removed) for c in report] == [("k1", True, False), ("k2", False, True), ("k3", False, True)]
+    assert "manifest.json is missing" in report[2].reason
+    assert not store.location("crop", "k2").exists() and not _stamp(store, "crop", "k2").exists()
+    assert store.get("crop", "k2") is None and store.get("knn", "k3") is None
+    assert store.get("crop", "k1") is not None and _leftovers(store, "crop") == []
+    assert [(c.key, c.ok) for c in store.verify_all()] == [("k1", True)]
+
+
+def test_verify_all_filters_by_stage(store: ArtifactStore) -> None:
+    _three_artifacts(store)
+    _flip_byte_keep_stat(store.location("crop", "k1") / "a.bin")
+    assert [(c.key, c.ok) for c in store.verify_all("knn")] == [("k3", True)]
+    assert [(c.key, c.ok) for c in store.verify_all("crop")] == [("k1", False), ("k2", True)]
+    with pytest.raises(ValueError, match="no stage 'nope' under .*; stages there: crop, knn"):
+        store.verify_all("nope")
+    with pytest.raises(ValueError, match=r"stage '\.verified' is not a valid name"):
+        store.verify_all(".verified")
+    with pytest.raises(FileNotFoundError, match="no artifact store at .*nothing was published there"):
+        ArtifactStore(store.root / "missing").verify_all()
+    with pytest.raises(FileNotFoundError, match="no artifact crop/k9 under"):
+        store.verify("crop", "k9")
 
 
 WRITER = """

@@ -7,6 +7,7 @@ process-global) or a ``file://`` folder; a store with another ``cache_dir`` play
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import uuid
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 import fsspec.core
 import pytest
 
+import tasks.catalog
 from tasks.catalog import ArtifactStore, artifact_key
 from tasks.prefect_stage import results_folder, run_stage
 from tasks.remote_store import RemoteArtifactStore, open_store
@@ -234,3 +236,28 @@ def test_run_stage_computes_once_across_machines(url: str, tmp_path: Path) -> No
     assert again["path"] == str(machine_b.location("answer", ref["key"]))
     assert Path(again["path"], "out.txt").read_text() == "42"
     assert machine_b.open("answer", ref["key"]).metadata["answer"] == 42
+
+
+def test_downloads_are_hashed_in_full_and_the_mirror_can_be_verified(
+    url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _write(_machine(url, tmp_path, "a"), "embed", "k1", FILES)
+    hashed: list[str] = []
+    real = tasks.catalog.file_sha256
+    monkeypatch.setattr(tasks.catalog, "file_sha256", lambda path: hashed.append(Path(path).name) or real(path))
+
+    machine_b = _machine(url, tmp_path, "b")
+    path = machine_b.open("embed", "k1").path
+    assert sorted(hashed) == ["feats.bin", "meta.json", "names.txt"]  # the download, in full
+    hashed.clear()
+    assert machine_b.open("embed", "k1").path == path and hashed == []  # the mirror copy's stamp
+
+    info = (path / "feats.bin").stat()  # damage the mirror copy where a stamp cannot see it
+    with open(path / "feats.bin", "r+b") as handle:
+        handle.write(b"\xff")
+    os.utime(path / "feats.bin", ns=(info.st_atime_ns, info.st_mtime_ns))
+    assert [(c.stage, c.key, c.ok) for c in machine_b.verify_all()] == [("embed", "k1", False)]
+    assert [e.key for e in machine_b.artifacts("embed")] == ["k1"]
+    # its stamp is gone: the next open rejects the mirror copy and downloads the remote one again
+    assert (machine_b.open("embed", "k1").path / "feats.bin").read_bytes() == FILES["feats.bin"]
+    assert [(c.key, c.ok) for c in machine_b.verify_all("embed", fix=True)] == [("k1", True)]
