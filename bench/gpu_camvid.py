@@ -241,10 +241,10 @@ class Pipeline:
         return name, self.stage(name, fn)
 
     def score(self, pred_dir: Path, matched: bool) -> dict:
-        from stego_core.features import load_features
+        from stego_core.features import open_embedding
 
         preds = np.load(pred_dir / "predictions.npy")
-        labels = np.asarray(load_features(self.embed_eval)["labels"])
+        labels = np.asarray(open_embedding(self.embed_eval).labels)
         k = max(int(preds.max()) + 1, self.k) if matched else self.k
         m = self.stages.evaluate_predictions(preds, labels, num_predictions=k, num_classes=self.k, matched=matched,
                                              class_names=self.names)
@@ -282,7 +282,7 @@ def decode_only(dataset, batch: int, workers: int) -> float:
 def run_embed_scaling(args, device: torch.device, results: dict, save) -> None:
     """Embed stage images/s per (batch, decoding workers), next to decoding alone."""
     from stego_core.backbones import get_backbone_spec
-    from stego_core.data import SegmentationDataset
+    from stego_core.data import CropArrays, SegmentationDataset
 
     p = Pipeline(args, device)
     s = p.stages
@@ -304,10 +304,12 @@ def run_embed_scaling(args, device: torch.device, results: dict, save) -> None:
                 rec = p.stage(f"embed_{role}_b{b}_w{w}", lambda d: s.embed_stage(
                     cfg, role, d, crop_dir=p.work / "crop" if role == "train" else None))
                 info = s.split_info(cfg, "eval")
-                samples, label_map = (s.crop_samples(p.work / "crop"), "identity") if role == "train" else (info.samples, info.label_map)
                 res = rec["summary"]["resolution"]
-                ds = SegmentationDataset(samples, resolution=res, mean=spec.mean, std=spec.std, num_classes=p.k,
-                                         label_map=label_map, ignore_index=info.ignore_index)
+                if role == "train":  # the stored crops: read, not decoded
+                    ds = CropArrays(p.work / "crop", mean=spec.mean, std=spec.std)
+                else:
+                    ds = SegmentationDataset(info.samples, resolution=res, mean=spec.mean, std=spec.std, num_classes=p.k,
+                                             label_map=info.label_map, ignore_index=info.ignore_index)
                 n = rec["summary"]["num_images"]
                 rows.append({"role": role, "batch": b, "workers": w, "images": n, "resolution": res,
                              "wall_s": rec["wall_s"], "images_per_s": n / rec["wall_s"],

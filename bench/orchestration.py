@@ -74,7 +74,7 @@ def direct(cfg, work: Path) -> dict:
 
     info = s.split_info(cfg, "eval")
     k, names = info.num_classes, list(info.class_names)
-    crop = stage("crop", lambda out: s.crop_stage(cfg, out)) if cfg.data.five_crop else None
+    crop = stage("crop", lambda out: s.crop_stage(cfg, out))
     emb_train = stage("embed_train", lambda out: s.embed_stage(cfg, "train", out, crop))
     emb_eval = stage("embed_eval", lambda out: s.embed_stage(cfg, "eval", out))
     knn = stage("knn", lambda out: s.knn_stage(cfg, emb_train, out))

@@ -111,22 +111,22 @@ def phase_dynamics(root: str, save=lambda part: None) -> dict:
 
 
 def phase_figure(root: str, out: Path, n: int = 4) -> dict:
-    from stego_core.features import load_features
+    from stego_core.features import open_embedding
     from stego_core.stages import eval_images
     from tasks.figures import class_colours, class_ids_from_clusters, overlay_grid, save_png
     from tasks.remote_store import open_store
 
     result = run(config("seed=0", "data.eval_split=test"), root)
     store = open_store(root)
-    data = load_features(store.open("embed", result["artifacts"]["embed_eval"]).path)
-    rows = list(np.linspace(0, len(data["labels"]) - 1, n).astype(int))
-    images = eval_images(data["index"], rows, int(data["labels"].shape[-1]))
+    data = open_embedding(store.open("embed", result["artifacts"]["embed_eval"]).path)
+    rows = list(np.linspace(0, len(data.labels) - 1, n).astype(int))
+    images = eval_images(data.index, rows, int(data.labels.shape[-1]))
     preds = {}
     for method, title in (("raw_kmeans", "raw k-means"), ("stego_cluster", "STEGO"), ("stego_cluster_crf", "STEGO + CRF")):
         raw = np.load(store.open("predict", result["artifacts"][f"predict_{method}"]).path / "predictions.npy", mmap_mode="r")
         preds[title] = [class_ids_from_clusters(raw[i], result["metrics"][method]["assignment"]) for i in rows]
     names = list(result["metrics"]["stego_cluster"]["per_class_iou"])
-    fig = overlay_grid(images, [np.asarray(data["labels"][i]) for i in rows], preds, class_colours("camvid", len(names)), names)
+    fig = overlay_grid(images, [np.asarray(data.labels[i]) for i in rows], preds, class_colours("camvid", len(names)), names)
     save_png(fig, out)
     return {"figure": str(out.relative_to(ROOT)), "test_rows": [int(r) for r in rows]}
 

@@ -36,15 +36,18 @@ def study(cfg, result: dict, root: str, head: bool, restarts: int) -> dict:
 
     from stego_core import stages
     from stego_core.consensus import size_entropy
-    from stego_core.kmeans import assign, normalize_rows, spherical_kmeans, tokens
+    from stego_core.access import sample_tokens as tokens
+    from stego_core.kmeans import assign, normalize_rows, spherical_kmeans
     from tasks.remote_store import open_store
 
     store = open_store(root)
     emb_train = store.open("embed", result["artifacts"]["embed_train"]).path
     emb_eval = store.open("embed", result["artifacts"]["embed_eval"]).path
     head_dir = store.open("train_head", result["artifacts"]["head"]).path if head else None
-    maps, _ = stages._train_maps(cfg, emb_train, head_dir)
-    x = normalize_rows(tokens(maps, max_tokens=cfg.cluster.kmeans_max_tokens, seed=cfg.seed))
+    with tempfile.TemporaryDirectory() as scratch:
+        maps, _, _ = stages._readout_maps(cfg, emb_train, head_dir, Path(scratch))
+        x = normalize_rows(tokens(maps, max_tokens=cfg.cluster.kmeans_max_tokens, seed=cfg.seed))
+        del maps
     info = stages.split_info(cfg, "eval")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

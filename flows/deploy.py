@@ -271,18 +271,21 @@ class LocalCluster:
     """A Prefect server on 127.0.0.1, the deployments registered, and process workers: the whole
     scale-out path on one machine (the end-to-end tests, ``bench/ui_screenshot.py``, ``bench/queue_load.py``).
 
-    ``workers`` maps a pool to its concurrency limit; ``env`` is the environment of every process
-    (give it its own ``PREFECT_HOME``, ``STEGO_HOME``, ``MLFLOW_TRACKING_URI``). Logs go to ``logs/``.
+    ``workers`` maps a pool to its concurrency limit, ``replicas`` to its number of worker processes
+    (default 1: one worker per pool); ``env`` is the environment of every process (give it its own
+    ``PREFECT_HOME``, ``STEGO_HOME``, ``MLFLOW_TRACKING_URI``). Logs go to ``logs/``.
     """
 
     def __init__(self, base: Path, env: dict[str, str], workers: dict[str, int] | None = None,
-                 deployments: list[str] | None = None, result_storage: str | None = None) -> None:
+                 deployments: list[str] | None = None, result_storage: str | None = None,
+                 replicas: dict[str, int] | None = None) -> None:
         self.base, self.port = Path(base), free_port()
         self.url = f"http://127.0.0.1:{self.port}/api"
         self.env = {**env, "PREFECT_HOME": env.get("PREFECT_HOME", str(self.base / "prefect")), "PREFECT_API_URL": self.url,
                     "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_WORKER_QUERY_SECONDS": "2"}
         self.env.pop("PREFECT_LOCAL_STORAGE_PATH", None)
         self.workers, self.deployments, self.result_storage = workers or {}, deployments, result_storage
+        self.replicas = replicas or {}
         self.logs = self.base / "logs"
         self.procs: list[subprocess.Popen] = []
         self.deploy_output = ""
@@ -299,9 +302,11 @@ class LocalCluster:
                 raise RuntimeError(f"stego deploy failed:\n{done.stdout}\n{done.stderr}")
             self.deploy_output = done.stdout
             for pool, limit in self.workers.items():
-                log = open(self.logs / f"worker-{pool}.log", "w")
-                self.procs.append(subprocess.Popen([stego, "worker", "--pool", pool, "--limit", str(limit), "--name", f"{pool}-local"],
-                                                   env=self.env, stdout=log, stderr=subprocess.STDOUT))
+                for i in range(self.replicas.get(pool, 1)):
+                    name = f"{pool}-local" + (f"-{i}" if self.replicas.get(pool, 1) > 1 else "")
+                    log = open(self.logs / f"worker-{name}.log", "w")
+                    self.procs.append(subprocess.Popen([stego, "worker", "--pool", pool, "--limit", str(limit), "--name", name],
+                                                       env=self.env, stdout=log, stderr=subprocess.STDOUT))
         except BaseException:
             self.__exit__(None, None, None)
             raise

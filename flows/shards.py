@@ -39,22 +39,26 @@ def embed_split(runner: StageRunner, role: Role, *, shard_deployment: str | None
                 timeout_minutes: float | None = None) -> dict[str, dict | None]:
     """The ``{"crop", "embed"}`` refs of the split ``role`` (crops for the training split only): one artifact
     each when the split fits in one shard, else the embed join of the shards' artifacts (and no crop ref:
-    each embed shard refers to its own crops)."""
+    each embed shard refers to its own crops) and ``"shards"``: the ranges, those missing at the start,
+    the final state of each dispatched one (``"a-b": state``) and those computed in this process."""
     cfg = runner.cfg
     ranges = shard_ranges(len(split_info(cfg, role).samples), cfg.embed.shard_size)
     if len(ranges) == 1:
         return embed_shard_refs(runner, role, None)
     missing = [r for r in ranges if not shard_present(runner, role, r)]
     plan_shards(runner, role, missing)
+    dispatched = {}
     if shard_deployment and missing:
-        dispatch_shards(cfg, role, missing, shard_deployment, runner.store_root, timeout_minutes)
+        dispatched = dispatch_shards(cfg, role, missing, shard_deployment, runner.store_root, timeout_minutes)
     parts = [embed_shard_refs(runner, role, r) for r in ranges]
-    computed = [r for r, p in zip(ranges, parts) if not p["embed"]["cached"]]
-    run_logger().info("embed (%s): %d shards of %d images; %d computed in this process%s", role, len(ranges),
-                      cfg.embed.shard_size, len(computed), f" ({computed})" if computed else "")
+    computed = [list(r) for r, p in zip(ranges, parts) if not p["embed"]["cached"]]
+    run_logger().info("embed (%s): %d shards of %d images, %d missing; %d computed in this process%s", role,
+                      len(ranges), cfg.embed.shard_size, len(missing), len(computed), f" {computed}" if computed else "")
     joined = runner(embed_task, "embed", part_inputs([p["embed"]["key"] for p in parts]), role=role,
                     shards=[list(r) for r in ranges])
-    return {"crop": None, "embed": joined}
+    return {"crop": None, "embed": joined,
+            "shards": {"ranges": [list(r) for r in ranges], "missing": [list(r) for r in missing],
+                       "dispatched": dispatched, "computed_here": computed}}
 
 
 def embed_shard_refs(runner: StageRunner, role: Role, rows: tuple[int, int] | None) -> dict[str, dict | None]:

@@ -214,7 +214,7 @@ class BatchTable:
                 self.tensor = torch.empty(self.shape, dtype=torch.from_numpy(np.empty(0, table.dtype)).dtype,
                                           device=self.device)
                 for start, block in row_blocks(table, 256):
-                    self.tensor[start : start + len(block)] = torch.from_numpy(np.ascontiguousarray(block)).to(self.device)
+                    self.tensor[start : start + len(block)] = torch.from_numpy(np.array(block)).to(self.device)
         logger.info("%s %s: %s", what, self.shape, self.placement)
 
     def __len__(self) -> int:

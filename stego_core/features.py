@@ -310,7 +310,7 @@ def _features_table(folder: Path, device: torch.device, backbone_for: Callable[[
     @torch.inference_mode()
     def recompute(pixels: np.ndarray) -> np.ndarray:
         backbone = backbone_for(spec)
-        images = crops.normalize_images(torch.from_numpy(np.ascontiguousarray(pixels)).to(device))
+        images = crops.normalize_images(torch.from_numpy(np.array(pixels)).to(device))
         return _to_float16(embed_batch(backbone, images)[0])
 
     return MappedRows(crops.pixels, recompute, row_shape=spec["feature_shape"], dtype=np.float16,

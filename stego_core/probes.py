@@ -98,9 +98,10 @@ def soft_labels(labels: np.ndarray, num_classes: int, size: int, *, ignore_index
     for start in range(0, len(labels), batch):
         y = torch.from_numpy(np.asarray(labels[start : start + batch], dtype=np.int64))
         valid = y != ignore_index
-        onehot = F.one_hot(y.clamp(0, num_classes - 1) * valid, num_classes).permute(0, 3, 1, 2).float()
-        onehot = onehot * valid[:, None]
-        counts = F.adaptive_avg_pool2d(onehot, size)
+        y = y.clamp(0, num_classes - 1)
+        # One class at a time: a (B, 1, H, W) mask instead of a (B, K, H, W) one-hot (27 classes x 224^2 x 32
+        # crops = 173 MB per copy); each plane is pooled alone either way, so the shares are the same.
+        counts = torch.cat([F.adaptive_avg_pool2d(((y == k) & valid)[:, None].float(), size) for k in range(num_classes)], 1)
         frac = counts.sum(1)
         shares.append((counts / frac.clamp_min(1e-12)[:, None]).half().numpy())
         weights.append(frac.half().numpy())

@@ -216,14 +216,14 @@ def run_figures(metrics: Mapping[str, Mapping], history: Sequence[Mapping[str, f
     """Every figure of a finished run, by artifact name: ``overlays`` (the first ``num_images``
     validation images, in the split's fixed order), ``confusion_<method>``, ``per_class_iou`` and
     ``loss_curves``. Predictions are read from the predict artifacts (``predictions.npy``)."""
-    from stego_core.features import load_features
+    from stego_core.features import open_embedding
     from stego_core.stages import eval_images
 
-    data = load_features(eval_embed_dir)
-    rows = list(range(min(num_images, len(data["labels"]))))
-    size = int(data["labels"].shape[-1])
-    images = eval_images(data["index"], rows, size)
-    labels = [np.asarray(data["labels"][i]) for i in rows]
+    data = open_embedding(eval_embed_dir)
+    rows = list(range(min(num_images, len(data.labels))))
+    size = int(data.labels.shape[-1])
+    images = eval_images(data.index, rows, size)
+    labels = [np.asarray(data.labels[i]) for i in rows]
     preds = {}
     for method, folder in predict_dirs.items():
         raw = np.load(Path(folder) / "predictions.npy", mmap_mode="r")

