@@ -340,6 +340,82 @@ def e2e_section() -> str:
     return "\n".join(lines) + "\n"
 
 
+def e2e_before_after_section() -> str:
+    before, after = load("e2e_camvid_before.json"), load("e2e_camvid.json")
+    if before is None or after is None:
+        return missing("the end-to-end run before and after the scale work", "python bench/e2e_camvid.py (on both commits)")
+    ratio = after["flow_wall_s"] / before["flow_wall_s"]
+    same = all(after["metrics"][m] == v for m, v in before["metrics"].items())
+    lines = [f"The same command on the commit before the streaming data-access layer ({before.get('commit', 'before')}) and"
+             f" after it, on this machine: **{before['flow_wall_s']:.0f} s before, {after['flow_wall_s']:.0f} s after"
+             f" ({ratio:.2f}x)**; peak RSS {before['peak_rss_mb'] / 1024:.1f} GB before, {after['peak_rss_mb'] / 1024:.1f} GB after."
+             f" Metrics {'identical to the last digit' if same else 'differ'}:", "",
+             "| method | before acc / mIoU | after acc / mIoU |", "|---|---|---|"]
+    for m, v in before["metrics"].items():
+        a = after["metrics"].get(m, {})
+        lines.append(f"| {NAMES.get(m, m)} | {v['accuracy']:.6f} / {v['mIoU']:.6f} | {a.get('accuracy', 0):.6f} / {a.get('mIoU', 0):.6f} |")
+    stages_b = {u["stage"]: u["wall_s"] for u in before["stages"]}
+    lines += ["", "| stage | before s | after s |", "|---|---|---|"]
+    for u in after["stages"]:
+        lines.append(f"| {u['stage']} | {stages_b.get(u['stage'], float('nan')):.1f} | {u['wall_s']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def scale_section() -> str:
+    sc = load("scale.json")
+    if sc is None:
+        return missing("memory against the number of training crops", "python bench/scale.py")
+    st = sc["settings"]
+    sizes = sorted({r["crops"] for r in sc["rows"]})
+    lines = [f"`{sc['command'].strip()}`: {sc['what']} ({sc['machine']['cpus']} CPU cores"
+             f"{', GPU ' + sc['machine']['gpu'] if sc['machine'].get('gpu') else ', no GPU'}; {st['steps']} training /"
+             f" probe steps, memory budget {st['host_gb']} GB host / {st['device_gb']} GB device, so that every table"
+             f" over 256 MB streams). Peak anonymous memory above a bare process that imported the same modules, in MB,"
+             f" at {', '.join(str(n) for n in sizes)} crops; growth = from {sc['growth'][0]['from_to'][0]} to"
+             f" {sc['growth'][0]['from_to'][1]} crops; disk = bytes the stage wrote per crop.", "",
+             "| shape | stage | MB above bare | growth MB | disk B/crop | s per 1,000 crops | where the big table was |",
+             "|---|---|---|---|---|---|---|"]
+    for g in sc["growth"]:
+        lines.append(f"| {g['backbone']} | {g['stage']} | {' / '.join(f'{v:.0f}' for v in g['anon_above_bare_mb'].values())}"
+                     f" | **{g['growth_mb']:+.0f}** | {g['disk_bytes_per_crop']:,} | {g['wall_s_per_1000_crops']:.1f} |"
+                     f" {g['placement'] or ''} |")
+    worst = max(sc["growth"], key=lambda g: g["growth_mb"])
+    lines += ["", f"Largest growth: {worst['stage']} ({worst['backbone']}) {worst['growth_mb']:+.0f} MB."]
+    before = load("scale_before.json")
+    if before:
+        by = {(g["backbone"], g["stage"]): g for g in sc["growth"]}
+        lines += ["", f"The same sizes with the code before this work (`{before['command'].strip()}`, `--code` the commit"
+                  " before; the old crop stage wrote PNGs):", "",
+                  "| shape | stage | before: MB above bare | before: growth MB | after: growth MB |", "|---|---|---|---|---|"]
+        for g in before["growth"]:
+            now = by.get((g["backbone"], g["stage"]))
+            lines.append(f"| {g['backbone']} | {g['stage']} | {' / '.join(f'{v:.0f}' for v in g['anon_above_bare_mb'].values())}"
+                         f" | {g['growth_mb']:+.0f} | {now['growth_mb']:+.0f} |" if now else "")
+    bare = max(r["peak_anon_bytes"] for r in sc["rows"] if r["stage"] == "bare") / 2**30
+    lines += ["", "**Projection at the default settings** (4 GB host and device budgets, 224 px crops, 70-d code;"
+              " model in `bench/scale.py: projection`): the worst stage's host memory above a bare process"
+              f" (which holds {bare:.1f} GB: Python, torch, faiss), and the disk the crops, the embed artifact and the"
+              " readouts' scratch code take.", "",
+              "| dataset | crops | backbone | features GB | disk GB | peak host GB (stage) |", "|---|---|---|---|---|---|"]
+    for p in sc["projection"]:
+        lines.append(f"| {p['dataset']} | {p['crops']:,} | {p['backbone']} | {p['features_gb']:,} | {p['disk_gb']:,} |"
+                     f" {p['peak_host_gb_above_bare']:.1f} ({p['peak_stage']}) |")
+    return "\n".join(lines) + "\n"
+
+
+def loader_section() -> str:
+    ld = load("loader.json")
+    if ld is None:
+        return missing("the pixel loader against a memory copy", "python bench/loader.py")
+    lines = [f"`{ld['command'].strip()}`: {ld['what']}; {ld['crops']} CamVid training crops at {ld['resolution']} px,"
+             f" batch {ld['batch_size']}, {ld['decode_workers']} decoding thread(s); the crop stage wrote them in"
+             f" {ld['write_crops_s']:.1f} s; stored pixels equal the decoded PNG crops: {ld['stored_equal_decoded_pixels']}.", "",
+             "| loader | images/s | x bare copy |", "|---|---|---|"]
+    for r in ld["rows"]:
+        lines.append(f"| {r['loader']} | {r['images_per_s']:,.0f} | {r['ratio_to_bare_copy']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
 def figure_section() -> str:
     if not (ROOT / "docs" / "quality_test_examples.png").exists():
         return missing("the test-image figure", "python bench/quality.py --phase figure")
@@ -415,6 +491,19 @@ regenerates this page). {machine_line(q)}
 ### End to end
 
 {e2e_section()}
+### End to end, before and after the streaming data-access layer
+
+`python bench/e2e_camvid.py` on both commits
+
+{e2e_before_after_section()}
+## Scale: memory bounded by budgets, not by the dataset
+
+### Every stage against the number of training crops
+
+{scale_section()}
+### The pixel loader (no decoding in the embed stage)
+
+{loader_section()}
 """
     reading = ROOT / "docs" / "RESULTS_reading.md"
     if reading.exists():

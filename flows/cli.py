@@ -50,6 +50,9 @@ def run(
     experiment: Optional[str] = typer.Option(None, help="MLflow experiment (default: the config's name)"),
     tracking_fallback: bool = typer.Option(False, "--tracking-fallback", help="if the tracking server cannot be "
                                            "reached, warn and track to $STEGO_HOME/mlflow.db (default: fail at once)"),
+    shard_deployment: Optional[str] = typer.Option(None, help="queue the shards of a large split (embed.shard_size) "
+                                                   "as runs of this deployment (embed_shard/embed-shard) on the server "
+                                                   "at $PREFECT_API_URL, so the gpu pool's workers embed them"),
 ) -> None:
     """Run the pipeline flow and print the metrics table."""
     from stego_core.presets import build_config
@@ -72,9 +75,13 @@ def run(
             from tasks.tracking import check_reachable, resolve_tracking_uri
 
             check_reachable(resolve_tracking_uri(tracking_uri, stego_home()))
+        if shard_deployment:
+            from flows.deploy import check_server
+
+            check_server()
         result = stego_pipeline(config=cfg, artifact_root=artifact_root, output=str(output), check_inputs=False,
                                 tracking=tracking, tracking_uri=tracking_uri, experiment=experiment,
-                                tracking_fallback=tracking_fallback)
+                                tracking_fallback=tracking_fallback, shard_deployment=shard_deployment)
     except (*USER_ERRORS, ConnectionError) as exc:  # ConnectionError: the tracking server is unreachable
         fail(exc)
     typer.echo(metrics_table(result["metrics"]))

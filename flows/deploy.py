@@ -267,6 +267,16 @@ def stop_process(proc: subprocess.Popen, timeout_s: float = 30) -> None:
         proc.wait()
 
 
+def drain_event_workers(timeout_s: float = 30) -> None:
+    """Send and stop this process's Prefect event workers. One worker serves every event of a process and
+    keeps the API URL it started with, so one started while this process talked to a server that is now
+    stopping would send all later events (a later flow's task runs) to a dead address."""
+    if "prefect.events.worker" in sys.modules:
+        from prefect.events.worker import EventsWorker
+
+        EventsWorker.drain_all(timeout=timeout_s)
+
+
 class LocalCluster:
     """A Prefect server on 127.0.0.1, the deployments registered, and process workers: the whole
     scale-out path on one machine (the end-to-end tests, ``bench/ui_screenshot.py``, ``bench/queue_load.py``).
@@ -313,6 +323,7 @@ class LocalCluster:
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        drain_event_workers()
         for proc in reversed(self.procs):
             stop_process(proc)
         self.procs.clear()

@@ -23,7 +23,7 @@ from typing import Any
 from prefect import flow
 
 from flows.runner import StageRunner
-from stego_core.budget import human_bytes, require_disk
+from stego_core.budget import crop_bytes, human_bytes, require_disk
 from stego_core.config import ExperimentConfig
 from stego_core.stages import Role, embed_plan, shard_ranges, split_info
 from tasks.catalog import ArtifactStore
@@ -85,7 +85,7 @@ def plan_shards(runner: StageRunner, role: Role, missing: list[tuple[int, int]])
     images = sum(b - a for a, b in missing) * per
     needed = embed_plan(runner.cfg, role, images)
     if role == "train":
-        needed += images * 4 * runner.cfg.embed.train_resolution ** 2  # the crops' pixels and labels
+        needed += crop_bytes(images, runner.cfg.embed.train_resolution)
     require_disk(runner.store.root, needed, f"the {len(missing)} missing {role} shards ({images} images)",
                  hint="or set train.features=recompute to store no training features" if role == "train" else "")
     logger.info("%d %s shards to compute: %s planned", len(missing), role, human_bytes(needed))

@@ -11,6 +11,7 @@ memory is a batch, and never back-propagate into a head.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Callable
 
 import numpy as np
@@ -19,7 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from stego_core.access import any_labelled, read_rows
+from stego_core.access import MappedRows, any_labelled, materialize, read_rows
+from stego_core.budget import MemoryBudget
 
 logger = logging.getLogger(__name__)
 
@@ -108,17 +110,30 @@ def soft_labels(labels: np.ndarray, num_classes: int, size: int, *, ignore_index
     return np.concatenate(shares), np.concatenate(weights)
 
 
+def pooled_labels(labels, num_classes: int, size: int, *, ignore_index: int = 255) -> MappedRows:
+    """:func:`soft_labels` as a table ``(N, K + 1, size, size)`` float16 computed on demand: the K class shares
+    of each cell, then its non-void fraction (each image's rows depend on its own labels only)."""
+    def pool(block: np.ndarray) -> np.ndarray:
+        shares, weight = soft_labels(block, num_classes, size, ignore_index=ignore_index)
+        return np.concatenate([shares, weight[:, None]], axis=1)
+
+    return MappedRows(labels, pool, row_shape=(num_classes + 1, size, size), dtype=np.float16,
+                      what="label shares pooled for the linear probe")
+
+
 def train_linear_probe(
     features: np.ndarray, labels: np.ndarray, num_classes: int, *, steps: int = 1000, batch_size: int = 32,
     lr: float = 5e-3, ignore_index: int = 255, seed: int = 0, device: str = "cpu",
     callback: Callable[[int, float], None] | None = None, progress: bool = True, loss_resolution: int | None = None,
+    budget: MemoryBudget | None = None, scratch: str | os.PathLike | None = None,
 ) -> LinearProbe:
     """Fit a :class:`LinearProbe` on ``features`` ``(N, D, h, w)`` against ``labels`` ``(N, H, W)``.
 
     Logits are upsampled bilinearly to the label resolution before the cross-entropy. With
     ``loss_resolution=r`` they are upsampled to ``r x r`` only and scored against the class shares of
     each ``H/r x W/r`` cell of labels (the full-resolution loss when logits are flat over a cell; with
-    r = 4 tokens per token side, about 10x faster).
+    r = 4 tokens per token side, about 10x faster); the shares are pooled once (:func:`pooled_labels`,
+    in memory within ``budget``, else in a file in ``scratch``).
     """
     if len(features) != len(labels):
         raise ValueError(f"{len(features)} feature maps but {len(labels)} label maps")
@@ -126,12 +141,16 @@ def train_linear_probe(
         raise ValueError("the linear probe's training labels are all void; it needs labelled training images")
     torch.manual_seed(seed)
     probe = LinearProbe(features.shape[1], num_classes).to(device)
+    pooled = None
+    if loss_resolution:
+        pooled, _ = materialize(pooled_labels(labels, num_classes, loss_resolution, ignore_index=ignore_index),
+                                budget=budget, scratch=scratch, what="pooled labels")
 
     def batch_loss(idx):
         x = torch.from_numpy(np.asarray(read_rows(features, idx), dtype=np.float32)).to(device)
-        if loss_resolution:  # pooled per batch: each image's shares depend on its own labels only
-            pooled = soft_labels(read_rows(labels, idx), num_classes, loss_resolution, ignore_index=ignore_index)
-            shares, weight = (torch.from_numpy(a).to(device).float() for a in pooled)
+        if pooled is not None:
+            cells = torch.from_numpy(read_rows(pooled, idx)).to(device).float()
+            shares, weight = cells[:, :num_classes], cells[:, num_classes]
             if not bool((weight > 0).any()):
                 return None
             logits = F.interpolate(probe(x), size=shares.shape[-2:], mode="bilinear", align_corners=False)

@@ -338,8 +338,8 @@ def linear_stage(cfg: ExperimentConfig, embed_dir: Path, head_dir: Path | None, 
         dim = int(maps.shape[1])
         probe = train_linear_probe(maps, labels, num_classes, steps=cfg.linear.steps, batch_size=cfg.linear.batch_size,
                                    lr=cfg.linear.lr, seed=cfg.seed, device=str(resolve_device(cfg.device)),
-                                   loss_resolution=cfg.linear.loss_resolution,
-                                   callback=lambda step, loss: history.append({"step": step, "loss": loss}))
+                                   loss_resolution=cfg.linear.loss_resolution, budget=MemoryBudget.from_config(cfg.memory),
+                                   scratch=scratch, callback=lambda step, loss: history.append({"step": step, "loss": loss}))
         del maps
     (out_dir / "history.json").write_text(json.dumps(history))
     save_file({k: v.contiguous().cpu() for k, v in probe.state_dict().items()}, str(out_dir / "linear.safetensors"))
