@@ -376,15 +376,6 @@ def cache_store(artifact_root: Optional[str]):
     return store
 
 
-def human_bytes(n: float) -> str:
-    """``1536 -> '1.5 KB'`` (powers of 1024)."""
-    for unit in ("B", "KB", "MB", "GB"):
-        if abs(n) < 1024:
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TB"
-
-
 @cache_app.command("verify")
 def cache_verify(
     stage: Optional[str] = typer.Option(None, help="only this stage's artifacts (default: all)"),
@@ -401,6 +392,8 @@ def cache_verify(
     import time
 
     from tqdm import tqdm
+
+    from stego_core.budget import human_bytes
 
     started = time.perf_counter()
     try:
@@ -429,6 +422,8 @@ def cache_list(
     artifact_root: Optional[str] = typer.Option(None, help="artifact cache (default: $STEGO_HOME/artifacts)"),
 ) -> None:
     """The artifacts in the cache: stage, key, size and when it was created (from the manifests, not verified)."""
+    from stego_core.budget import human_bytes
+
     try:
         entries = cache_store(artifact_root).artifacts(stage)
     except USER_ERRORS as exc:

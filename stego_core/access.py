@@ -51,11 +51,9 @@ def _rows_of(key, n: int) -> np.ndarray | slice:
     if isinstance(key, slice):
         start, stop, step = key.indices(n)
         return slice(start, stop) if step == 1 else np.arange(start, stop, step)
-    if isinstance(key, (int, np.integer)):
-        raise TypeError("index a table with a slice or an integer array (t[i:i+1]), not a single integer")
     idx = np.asarray(key)
     if idx.dtype.kind not in "iu":
-        raise TypeError(f"tables are indexed by integer arrays, got dtype {idx.dtype}")
+        raise TypeError(f"tables are indexed by a row, a slice or an integer array, got dtype {idx.dtype}")
     return idx
 
 
@@ -86,6 +84,8 @@ class ConcatRows:
         return self.shape[0]
 
     def __getitem__(self, key) -> np.ndarray:
+        if isinstance(key, (int, np.integer)):  # one row, as numpy gives it
+            return self[np.array([key])][0]
         rows = _rows_of(key, len(self))
         if isinstance(rows, slice):
             pieces = []
@@ -139,6 +139,8 @@ class MappedRows:
         return out
 
     def __getitem__(self, key) -> np.ndarray:
+        if isinstance(key, (int, np.integer)):
+            return self[np.array([key])][0]
         rows = _rows_of(key, len(self))
         if isinstance(rows, slice):
             starts = range(rows.start, rows.stop, self.batch)

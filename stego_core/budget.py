@@ -11,7 +11,7 @@ where, and what to do.
 
 Example:
     >>> budget = MemoryBudget(host_bytes=4 * GB, device_bytes=4 * GB)
-    >>> budget.resident(360e6, torch.device("cpu"))
+    >>> budget.resident(360e6, "cpu")
     (True, 'resident in host memory (360 MB, budget 4096 MB)')
 """
 from __future__ import annotations
@@ -21,9 +21,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
-
-import torch
+from typing import Any, Literal
 
 logger = logging.getLogger(__name__)
 
@@ -71,13 +69,13 @@ class MemoryBudget:
         return cls(host_bytes=int(memory.host_gb * GB), device_bytes=int(memory.device_gb * GB),
                    placement=memory.placement)
 
-    def limit(self, device: torch.device | str) -> int:
-        return self.device_bytes if torch.device(device).type == "cuda" else self.host_bytes
+    def limit(self, device: Any) -> int:
+        """The budget of the memory a table on ``device`` (a ``torch.device`` or its name) would live in."""
+        return self.device_bytes if _on_gpu(device) else self.host_bytes
 
-    def resident(self, nbytes: float, device: torch.device | str = "cpu") -> tuple[bool, str]:
+    def resident(self, nbytes: float, device: Any = "cpu") -> tuple[bool, str]:
         """Whether a table of ``nbytes`` is kept resident on ``device``, and a sentence that says why."""
-        device = torch.device(device)
-        where = "device memory" if device.type == "cuda" else "host memory"
+        where = "device memory" if _on_gpu(device) else "host memory"
         limit = self.limit(device)
         size = f"{human_bytes(nbytes)}, budget {human_bytes(limit)}"
         if self.placement == "stream":
@@ -87,6 +85,10 @@ class MemoryBudget:
         if nbytes <= limit:
             return True, f"resident in {where} ({size})"
         return False, f"streamed from its memory-mapped file ({size}: over budget)"
+
+
+def _on_gpu(device: Any) -> bool:
+    return str(device).startswith("cuda")
 
 
 def free_bytes(path: str | os.PathLike) -> int:

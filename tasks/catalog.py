@@ -206,6 +206,8 @@ def _local_root(root: str | os.PathLike[str]) -> Path:
             raise ValueError(f"ArtifactStore: file URL {text!r} names a host; use file:///abs/path")
         text = urllib.parse.unquote(parsed.path)
     return Path(text).expanduser().resolve()
+
+
 @dataclass(frozen=True)
 class Artifact:
     """A published, checksum-verified artifact folder (``path = root / stage / key``)."""

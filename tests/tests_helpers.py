@@ -1,4 +1,12 @@
-"""Settings shared by the end-to-end tests: a tiny but real pipeline run."""
+"""Settings shared by the end-to-end tests: a tiny but real pipeline run; a synthetic folder dataset."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from stego_core.config import ExperimentConfig
 
 TINY = [
     "data.train_limit=4", "data.eval_limit=3", "embed.train_resolution=112", "embed.eval_resolution=154",
@@ -6,3 +14,39 @@ TINY = [
     "knn.num_neighbors=3", "cluster.probe_steps=15", "linear.steps=40", "linear.lr=0.05", "cluster.kmeans_restarts=1",
     "crf.processes=2", "crf.iterations=3", "device=cpu", "cluster.method=probe", "cluster.refine_steps=5",
 ]
+
+
+SYNTHETIC_CLASSES = 3
+
+
+def synthetic_folder(root: Path, name: str, count: int, seed: int) -> tuple[Path, Path]:
+    """``count`` random 64x48 RGB images with blocky 3-class labels."""
+    rng = np.random.default_rng(seed)
+    images, labels = root / name / "images", root / name / "labels"
+    images.mkdir(parents=True)
+    labels.mkdir(parents=True)
+    for i in range(count):
+        base = rng.integers(0, SYNTHETIC_CLASSES, size=(6, 8))
+        label = np.kron(base, np.ones((8, 8), dtype=np.int64)).astype(np.uint8)
+        pixels = (label[..., None] * 70 + rng.integers(0, 60, size=(48, 64, 3))).astype(np.uint8)
+        Image.fromarray(pixels).save(images / f"{name}{i:02d}.png")
+        Image.fromarray(label).save(labels / f"{name}{i:02d}.png")
+    return images, labels
+
+
+def synthetic_config(data: Path, **memory) -> ExperimentConfig:
+    """The stages' config for the ``synthetic_folder`` splits ``train`` and ``val`` under ``data``: a random
+    ViT-S/8 at 32 px, a few steps of everything; ``memory`` sets the budget fields."""
+    return ExperimentConfig.model_validate({
+        "device": "cpu", "seed": 1,
+        "data": {"dataset": "folder", "train_images": str(data / "train/images"), "train_labels": str(data / "train/labels"),
+                 "eval_images": str(data / "val/images"), "eval_labels": str(data / "val/labels"), "num_classes": SYNTHETIC_CLASSES},
+        "embed": {"backbone": "dino_vits8", "pretrained": False, "train_resolution": 32, "eval_resolution": 32,
+                  "batch_size": 4},
+        "knn": {"k": 5, "num_neighbors": 3},
+        "train": {"steps": 8, "dim": 6, "batch_size": 4, "log_every": 1},
+        "loss": {"calibration_batches": 2, "feature_samples": 3, "neg_samples": 2},
+        "cluster": {"kmeans_restarts": 2, "kmeans_max_tokens": 1000, "refine_steps": 3, "probe_steps": 6},
+        "linear": {"steps": 6, "loss_resolution": 8},
+        "memory": memory,
+    })

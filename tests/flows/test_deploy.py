@@ -12,9 +12,9 @@ from flows.deploy import PREFECT_FILE, read_deployments, register, worker_comman
 
 def test_the_shipped_deployments_file_names_every_flow_and_pool() -> None:
     entries = {e["name"]: e for e in read_deployments(PREFECT_FILE)}
-    assert set(entries) == {"stego-pipeline", "backbone-sweep", "param-sweep", "stego-predict"}
+    assert set(entries) == {"stego-pipeline", "embed-shard", "backbone-sweep", "param-sweep", "stego-predict"}
     assert {n: e["work_pool"]["name"] for n, e in entries.items()} == {
-        "stego-pipeline": "gpu", "backbone-sweep": "cpu", "param-sweep": "cpu", "stego-predict": "gpu"}
+        "stego-pipeline": "gpu", "embed-shard": "gpu", "backbone-sweep": "cpu", "param-sweep": "cpu", "stego-predict": "gpu"}
     for e in entries.values():  # entrypoints resolve from the project root, where `stego deploy` runs
         path, func = e["entrypoint"].split(":")
         assert f"def {func}(" in (PREFECT_FILE.parents[1] / path).read_text()

@@ -50,10 +50,12 @@ def test_shards_read_as_one_table(parts):
     idx = np.array([10, 0, 4, 4, 5, 3, -1])
     np.testing.assert_array_equal(table[idx], whole[idx])
     np.testing.assert_array_equal(np.asarray(table), whole)
+    np.testing.assert_array_equal(table[4], whole[4])
+    np.testing.assert_array_equal(table[-1], whole[-1])
     with pytest.raises(IndexError):
         table[np.array([11])]
-    with pytest.raises(TypeError, match="slice or an integer array"):
-        table[3]
+    with pytest.raises(TypeError, match="a row, a slice or an integer array"):
+        table[np.array([0.5])]
 
 
 def test_shards_of_other_settings_are_refused(parts):

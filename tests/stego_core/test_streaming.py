@@ -9,29 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from stego_core import stages
-from stego_core.config import ExperimentConfig
 from stego_core.features import open_embedding
-
-CLASSES = 3
-
-
-def write_folder(root: Path, name: str, count: int, seed: int) -> tuple[Path, Path]:
-    """``count`` random 64x48 RGB images with blocky 3-class labels."""
-    rng = np.random.default_rng(seed)
-    images, labels = root / name / "images", root / name / "labels"
-    images.mkdir(parents=True)
-    labels.mkdir(parents=True)
-    for i in range(count):
-        base = rng.integers(0, CLASSES, size=(6, 8))
-        label = np.kron(base, np.ones((8, 8), dtype=np.int64)).astype(np.uint8)
-        pixels = (label[..., None] * 70 + rng.integers(0, 60, size=(48, 64, 3))).astype(np.uint8)
-        Image.fromarray(pixels).save(images / f"{name}{i:02d}.png")
-        Image.fromarray(label).save(labels / f"{name}{i:02d}.png")
-    return images, labels
-
+from tests_helpers import SYNTHETIC_CLASSES as CLASSES
+from tests_helpers import synthetic_config as config
+from tests_helpers import synthetic_folder as write_folder
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
@@ -39,22 +22,6 @@ def dataset(tmp_path_factory) -> Path:
     write_folder(root, "train", 6, 0)
     write_folder(root, "val", 2, 1)
     return root
-
-
-def config(data: Path, **memory) -> ExperimentConfig:
-    return ExperimentConfig.model_validate({
-        "device": "cpu", "seed": 1,
-        "data": {"dataset": "folder", "train_images": str(data / "train/images"), "train_labels": str(data / "train/labels"),
-                 "eval_images": str(data / "val/images"), "eval_labels": str(data / "val/labels"), "num_classes": CLASSES},
-        "embed": {"backbone": "dino_vits8", "pretrained": False, "train_resolution": 32, "eval_resolution": 32,
-                  "batch_size": 4},
-        "knn": {"k": 5, "num_neighbors": 3},
-        "train": {"steps": 8, "dim": 6, "batch_size": 4, "log_every": 1},
-        "loss": {"calibration_batches": 2, "feature_samples": 3, "neg_samples": 2},
-        "cluster": {"kmeans_restarts": 2, "kmeans_max_tokens": 1000, "refine_steps": 3, "probe_steps": 6},
-        "linear": {"steps": 6, "loss_resolution": 8},
-        "memory": memory,
-    })
 
 
 def folder(root: Path, name: str) -> Path:
