@@ -121,7 +121,8 @@ def run_stages(cfg: ExperimentConfig, store: str, output: str | None, tracker: R
     # once per split; a large split in shards (on the gpu pool's workers with shard_deployment).
     train_refs = embed_split(run, "train", shard_deployment=shard_deployment)
     crop, emb_train = train_refs["crop"], train_refs["embed"]
-    emb_eval = embed_split(run, "eval", shard_deployment=shard_deployment)["embed"]
+    eval_refs = embed_split(run, "eval", shard_deployment=shard_deployment)
+    emb_eval = eval_refs["embed"]
     # 3. KNN partners over the training set.
     knn = run(knn_task, "knn", {"embed": emb_train["key"]})
     # 4. The segmentation head, trained with the contrastive correlation loss.
@@ -165,6 +166,9 @@ def run_stages(cfg: ExperimentConfig, store: str, output: str | None, tracker: R
               "artifacts": {n: r["key"] for n, r in refs.items() if r},
               "cached": {n: bool(r.get("cached")) for n, r in refs.items() if r},
               "usage": {n: r["usage"] for n, r in refs.items() if r and r.get("usage")}}
+    shards = {role: refs_["shards"] for role, refs_ in (("train", train_refs), ("eval", eval_refs)) if "shards" in refs_}
+    if shards:
+        result["shards"] = shards
     linear = readouts.get("stego_linear")
     files = model_files(Path(head["path"]), Path(readouts["stego_cluster"][1]["path"]), Path(linear[1]["path"]) if linear else None)
     if output:
@@ -199,4 +203,4 @@ def write_run_folder(out: Path, result: dict, files: list[Path]) -> None:
     for src in files:
         shutil.copy2(src, model / src.name)
     (out / "metrics.json").write_text(json.dumps({"metrics": result["metrics"], "config": result["config"]}, indent=1))
-    (out / "run.json").write_text(json.dumps({k: result.get(k) for k in ("artifacts", "cached", "usage")}, indent=1))
+    (out / "run.json").write_text(json.dumps({k: result.get(k) for k in ("artifacts", "cached", "usage", "shards")}, indent=1))

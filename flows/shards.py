@@ -70,10 +70,11 @@ def embed_shard_refs(runner: StageRunner, role: Role, rows: tuple[int, int] | No
 
 
 def shard_present(runner: StageRunner, role: Role, rows: tuple[int, int]) -> bool:
-    """Whether the shard's embed artifact is already in the store (no task run, no compute)."""
+    """Whether the shard's embed artifact is in the store: its fingerprint, so nothing is computed, hashed or
+    downloaded (the walk through the tasks verifies what it then uses)."""
     args = {"rows": list(rows)}
     crop = runner.key("crop", {}, **args) if role == "train" else None
-    return runner.store.get("embed", runner.key("embed", {"crop": crop}, role=role, **args)) is not None
+    return runner.store.fingerprint("embed", runner.key("embed", {"crop": crop}, role=role, **args)) is not None
 
 
 def plan_shards(runner: StageRunner, role: Role, missing: list[tuple[int, int]]) -> None:

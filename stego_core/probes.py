@@ -150,7 +150,8 @@ def train_linear_probe(
         x = torch.from_numpy(np.asarray(read_rows(features, idx), dtype=np.float32)).to(device)
         if pooled is not None:
             cells = torch.from_numpy(read_rows(pooled, idx)).to(device).float()
-            shares, weight = cells[:, :num_classes], cells[:, num_classes]
+            # Contiguous, as when shares and weights were two arrays: the sums below run in the same order.
+            shares, weight = cells[:, :num_classes].contiguous(), cells[:, num_classes].contiguous()
             if not bool((weight > 0).any()):
                 return None
             logits = F.interpolate(probe(x), size=shares.shape[-2:], mode="bilinear", align_corners=False)

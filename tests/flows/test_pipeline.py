@@ -117,3 +117,15 @@ def test_raw_baseline_ignores_the_stego_readout_options_and_baselines_off_skips_
     no_raw = stego_pipeline(config=tiny_config(camvid_root, "baselines=false"), artifact_root=str(art))
     assert set(no_raw["metrics"]) == {"stego_cluster", "stego_cluster_crf", "stego_linear"}
     assert no_raw["metrics"]["stego_cluster"] == result["metrics"]["stego_cluster"]
+
+
+def test_sharded_splits_give_the_metrics_of_whole_ones(first_run, camvid_root, tmp_path):
+    """Both splits in shards of 2 images (training: 2 shards of 10 crops; evaluation: 2 shards): every stage
+    after the embedding reads the joined shards as one table, so the run scores exactly as the unsharded one."""
+    result, _, _ = first_run
+    sharded = stego_pipeline(config=tiny_config(camvid_root, "embed.shard_size=2"), artifact_root=str(tmp_path),
+                             tracking=False)
+    assert sharded["shards"]["train"]["ranges"] == [[0, 2], [2, 4]]
+    assert sharded["shards"]["eval"]["ranges"] == [[0, 2], [2, 3]]
+    assert sharded["shards"]["train"]["computed_here"] == [[0, 2], [2, 4]]
+    assert sharded["metrics"] == result["metrics"]

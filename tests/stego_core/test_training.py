@@ -170,3 +170,37 @@ def test_pooled_linear_loss_equals_the_full_resolution_loss_on_flat_logits():
     pooled = train_linear_probe(f, labels, 3, steps=20, batch_size=4, lr=0.05, progress=False, loss_resolution=4)
     a, b = full.state_dict(), pooled.state_dict()
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+
+
+def test_the_pooled_probe_is_bitwise_the_plain_formula_on_real_labels(camvid_root, tmp_path):
+    """The probe's label shares are pooled once, one class at a time, stored as one table and read back per
+    batch; it must train exactly as the plain formula: a one-hot of every label, pooled, shares and weights
+    as two arrays (real CamVid crops: their void borders and thin classes are where summation order shows)."""
+    import torch.nn.functional as F
+
+    from stego_core.data import dataset_samples, write_crops
+    from stego_core.probes import LinearProbe, _batches
+
+    write_crops(dataset_samples("camvid", "train", camvid_root, limit=12), tmp_path, resolution=112, num_classes=11,
+                label_map="camvid11", progress=False)
+    labels = np.load(tmp_path / "labels.npy", mmap_mode="r")
+    f = np.random.default_rng(0).standard_normal((len(labels), 7, 8, 8)).astype(np.float32)
+    y = torch.from_numpy(np.asarray(labels, dtype=np.int64))
+    valid = y != 255
+    onehot = F.one_hot(y.clamp(0, 10) * valid, 11).permute(0, 3, 1, 2).float() * valid[:, None]
+    counts = F.adaptive_avg_pool2d(onehot, 16)
+    frac = counts.sum(1)
+    shares = (counts / frac.clamp_min(1e-12)[:, None]).half().float()
+    weight = frac.half().float()
+    torch.manual_seed(0)
+    reference = LinearProbe(7, 11)
+    opt = torch.optim.Adam(reference.parameters(), lr=5e-3)
+    for idx in _batches(len(f), 16, 30, 0):
+        logits = F.interpolate(reference(torch.from_numpy(f[idx])), size=(16, 16), mode="bilinear", align_corners=False)
+        per_cell = -(shares[idx] * F.log_softmax(logits, dim=1)).sum(1)
+        loss = (per_cell * weight[idx]).sum() / weight[idx].sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    probe = train_linear_probe(f, labels, 11, steps=30, batch_size=16, lr=5e-3, seed=0, loss_resolution=16, progress=False)
+    assert all(torch.equal(probe.state_dict()[k], reference.state_dict()[k]) for k in reference.state_dict())
