@@ -212,6 +212,8 @@ def measure(args) -> dict:
             run = work / "runs" / f"{backbone}-{crops}"
             shutil.rmtree(run, ignore_errors=True)
             cfg = experiment(folder, backbone, args)
+            if args.code:  # the code before the budgets knows no memory section
+                cfg.pop("memory")
             dirs = {"crop": run / "crop", "embed": run / "embed", "knn": run / "knn", "head": run / "head"}
             for stage in STAGES:
                 out = {"crop": dirs["crop"], "embed": dirs["embed"], "knn": dirs["knn"], "train_head": dirs["head"]}.get(
