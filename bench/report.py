@@ -366,13 +366,18 @@ def scale_section() -> str:
     if sc is None:
         return missing("memory against the number of training crops", "python bench/scale.py")
     st = sc["settings"]
-    sizes = sorted({r["crops"] for r in sc["rows"]})
+    if not sc["growth"]:
+        return missing("memory at two sizes for every shape", "python bench/scale.py --resume")
+    sizes = [int(n) for n in sc["growth"][0]["anon_above_bare_mb"]]
+    stopped = "" if sc.get("complete", True) else (
+        f" The run was stopped before it finished: shown are the sizes every shape completed; {max(r['crops'] for r in sc['rows'])}"
+        " crops were measured for some shapes only (in the JSON).")
     lines = [f"`{sc['command'].strip()}`: {sc['what']} ({sc['machine']['cpus']} CPU cores"
              f"{', GPU ' + sc['machine']['gpu'] if sc['machine'].get('gpu') else ', no GPU'}; {st['steps']} training /"
              f" probe steps, memory budget {st['host_gb']} GB host / {st['device_gb']} GB device, so that every table"
              f" over 256 MB streams). Peak anonymous memory above a bare process that imported the same modules, in MB,"
              f" at {', '.join(str(n) for n in sizes)} crops; growth = from {sc['growth'][0]['from_to'][0]} to"
-             f" {sc['growth'][0]['from_to'][1]} crops; disk = bytes the stage wrote per crop.", "",
+             f" {sc['growth'][0]['from_to'][1]} crops; disk = bytes the stage wrote per crop.{stopped}", "",
              "| shape | stage | MB above bare | growth MB | disk B/crop | s per 1,000 crops | where the big table was |",
              "|---|---|---|---|---|---|---|"]
     for g in sc["growth"]:

@@ -205,9 +205,12 @@ STAGES = ("bare", "crop", "embed", "knn", "train_head", "stego_kmeans", "stego_p
 def measure(args) -> dict:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for backbone in args.shapes:
-        for crops in args.sizes:
+    rows = previous_rows(args)
+    for crops in args.sizes:  # size-major: a run stopped early still has every shape at the smaller sizes
+        for backbone in args.shapes:
+            if all(any(r["backbone"] == backbone and r["crops"] == crops and r["stage"] == s for r in rows) for s in STAGES):
+                print(f"{backbone:12} {crops:5d} measured before ({args.json}), kept", flush=True)
+                continue
             folder = make_folder(work / "data", crops // 5)
             run = work / "runs" / f"{backbone}-{crops}"
             shutil.rmtree(run, ignore_errors=True)
@@ -229,15 +232,37 @@ def measure(args) -> dict:
                       f"  disk {row['disk_bytes'] / 2**20:8.0f} MB  {row.get('placement') or ''}", flush=True)
             if not args.keep:
                 shutil.rmtree(run, ignore_errors=True)
-    return {"rows": rows}
+            write_report(args, rows, complete=False)
+    return rows
+
+
+def previous_rows(args) -> list[dict]:
+    """The rows of an earlier run of the same settings (``--resume``), else none."""
+    if not (args.resume and args.json.exists()):
+        return []
+    old = json.loads(args.json.read_text())
+    same = old.get("settings") == settings(args) and old.get("code") == (args.code or "this checkout")
+    if not same:
+        raise SystemExit(f"{args.json} was measured with other settings or code; drop --resume or pick another --json")
+    return [r for r in old["rows"] if r["backbone"] in args.shapes and r["crops"] in args.sizes]
+
+
+def complete_sizes(rows: list[dict]) -> list[int]:
+    """The sizes at which every shape in ``rows`` ran every stage."""
+    shapes = {r["backbone"] for r in rows}
+    done = {(r["backbone"], r["crops"], r["stage"]) for r in rows}
+    return sorted(n for n in {r["crops"] for r in rows} if all((b, n, s) in done for b in shapes for s in STAGES))
 
 
 def growth_table(rows: list[dict]) -> list[dict]:
     """Per backbone and stage: peak anonymous memory above the bare process at each size, and its growth
-    from the second-smallest to the largest size (1,000 -> 4,000 by default)."""
+    from the second-smallest to the largest size (1,000 -> 4,000 by default), over the sizes that every
+    shape completed."""
     out = []
+    sizes = complete_sizes(rows)
+    if len(sizes) < 2:
+        return out
     for backbone in sorted({r["backbone"] for r in rows}):
-        sizes = sorted({r["crops"] for r in rows if r["backbone"] == backbone})
         bare = {r["crops"]: r["peak_anon_bytes"] for r in rows if r["backbone"] == backbone and r["stage"] == "bare"}
         for stage in STAGES[1:]:
             by = {r["crops"]: r for r in rows if r["backbone"] == backbone and r["stage"] == stage}
@@ -325,24 +350,14 @@ def main() -> None:
     parser.add_argument("--code", default=None, help="run the stages of another checkout (before/after)")
     parser.add_argument("--keep", action="store_true", help="keep each run's artifacts")
     parser.add_argument("--json", type=Path, default=RESULTS / "scale.json")
+    parser.add_argument("--resume", action="store_true", help="keep the sizes --json already holds for these settings")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
-    import torch
 
-    started = time.perf_counter()
-    result = measure(args)
-    growth = growth_table(result["rows"])
-    report = {
-        "what": "stage functions on synthetic five-crop folders: peak anonymous memory (RssAnon) above a bare process, "
-                "wall time, disk written; fresh process per stage",
-        "command": "python bench/scale.py " + " ".join(sys.argv[1:]),
-        "code": args.code or "this checkout",
-        "settings": {"steps": args.steps, "restarts": args.restarts, "host_gb": args.host_gb, "device_gb": args.device_gb},
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
-                    "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None},
-        "total_s": round(time.perf_counter() - started, 1),
-        **result, "growth": growth, "projection": projection(growth),
-    }
+    args.started = time.perf_counter()
+    rows = measure(args)
+    report = write_report(args, rows, complete=True)
+    growth = report["growth"]
     print(f"\n| backbone | stage | anon above bare at {args.sizes} (MB) | growth {growth[0]['from_to'] if growth else ''} MB | disk B/crop | placement |")
     print("|---|---|---|---|---|---|")
     for g in growth:
@@ -351,9 +366,31 @@ def main() -> None:
     print("\n| dataset | backbone | disk GB | peak host GB above a bare process (stage) |\n|---|---|---|---|")
     for p in report["projection"]:
         print(f"| {p['dataset']} | {p['backbone']} | {p['disk_gb']} | {p['peak_host_gb_above_bare']} ({p['peak_stage']}) |")
+    print(f"wrote {args.json}")
+
+
+def settings(args) -> dict:
+    return {"steps": args.steps, "restarts": args.restarts, "host_gb": args.host_gb, "device_gb": args.device_gb}
+
+
+def write_report(args, rows: list[dict], *, complete: bool) -> dict:
+    """The JSON report of ``rows`` so far (rewritten after every measured size, so a stopped run keeps them)."""
+    import torch
+
+    growth = growth_table(rows)
+    report = {
+        "what": "stage functions on synthetic five-crop folders: peak anonymous memory (RssAnon) above a bare process, "
+                "wall time, disk written; fresh process per stage",
+        "command": "python bench/scale.py " + " ".join(sys.argv[1:]),
+        "code": args.code or "this checkout", "complete": complete, "settings": settings(args),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
+                    "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None},
+        "total_s": round(time.perf_counter() - args.started, 1),
+        "rows": rows, "growth": growth, "projection": projection(growth) if len({g["backbone"] for g in growth}) > 1 else [],
+    }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=1))
-    print(f"wrote {args.json}")
+    return report
 
 
 if __name__ == "__main__":
