@@ -165,3 +165,38 @@ def data_download(
         return
     typer.echo(f"unpacked {name} into {result.folder} (archive sha256 {result.sha256})")
     typer.echo(f"next: stego data check {name} --root {root}")
+
+
+@data_app.command("describe")
+def data_describe(
+    name: str = typer.Argument(..., help="registered dataset (see `stego data list`)"),
+    split: str = typer.Option("train", help="split whose pixels are counted"),
+    root: Optional[Path] = typer.Option(None, "--root", help=ROOT_HELP),
+    subset: Optional[str] = typer.Option(None, help="cocostuff27: curated (default) or full"),
+    limit: Optional[int] = typer.Option(None, min=1, help="count only the first N images"),
+    plot: Optional[Path] = typer.Option(None, help="bar chart PNG (default: next to the cached table, "
+                                        "$STEGO_HOME/data/describe/)"),
+) -> None:
+    """Class names, colours and each class's share of a split's labelled pixels (a table and a bar chart), cached."""
+    from stego_core.data import get_dataset
+    from stego_core.data.describe import class_shares
+    from stego_core.home import stego_home
+    from tasks.figures import class_share_figure, save_png
+
+    cache = stego_home() / "data" / "describe"
+    try:
+        spec = get_dataset(name)
+        shares = class_shares(name, split, root, subset=subset, limit=limit, cache_dir=cache, progress=_bar(f"count {split}"))
+    except ValueError as exc:
+        _fail(exc)
+    where = f"{name} {split}" + (f" ({shares.subset})" if shares.subset else "")
+    typer.echo(f"{where}: {shares.images:,} labelled images, {shares.pixels:,} pixels, {100 * shares.void_share:.1f}% void"
+               f"{' (cached)' if shares.from_cache else ''}")
+    typer.echo(f"{'id':>3}  {'class':<24} {'colour':<8} {'share':>7}")
+    for i, (cls, colour, share) in enumerate(zip(spec.class_names, spec.colors, shares.shares)):
+        typer.echo(f"{i:>3}  {cls:<24} #{colour[0]:02x}{colour[1]:02x}{colour[2]:02x}  {100 * share:>6.2f}%")
+    import numpy as np
+
+    path = plot or cache / f"{name}-{split}{'-' + shares.subset if shares.subset else ''}.png"
+    save_png(class_share_figure(spec.class_names, shares.shares, np.asarray(spec.colors), f"{where}: class shares"), path)
+    typer.echo(f"wrote {path}")

@@ -75,3 +75,30 @@ def test_list_shows_what_is_found_where(tmp_path):
     rows = {line.split()[0]: line for line in out.output.splitlines()[1:]}
     assert "train, val" in rows["cocostuff27"] and str(tmp_path / "cocostuff") in rows["cocostuff27"]
     assert rows["potsdam3"].split()[2] == "no" and "registration" in rows["cityscapes27"]
+
+
+def test_describe_counts_class_pixels_by_hand_and_caches_them(tmp_path, monkeypatch):
+    from stego_core.data.describe import class_shares
+
+    monkeypatch.setenv("STEGO_HOME", str(tmp_path / "home"))
+    fx = build_potsdam(tmp_path)
+    merge = {0: 0, 4: 0, 1: 1, 5: 1, 2: 2, 3: 2}
+    expected = np.zeros(3, dtype=np.int64)
+    for lab in fx.labels["val"]:
+        for raw, cls in merge.items():
+            expected[cls] += int((fx.raw[lab] == raw).sum())
+    out = stego("describe", "potsdam3", "--split", "val", "--root", tmp_path)
+    assert out.exit_code == 0, out.output
+    for i, name in enumerate(("roads and cars", "buildings and clutter", "trees and vegetation")):
+        row = next(line for line in out.output.splitlines() if name in line)
+        assert row.split()[-1] == f"{100 * expected[i] / expected.sum():.2f}%"
+    png = next((tmp_path / "home" / "data" / "describe").glob("potsdam3-val*.png"))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    cache = tmp_path / "home" / "data" / "describe"
+    again = class_shares("potsdam3", "val", tmp_path, cache_dir=cache)
+    assert again.from_cache and again.counts == tuple(expected)
+    from scipy.io import savemat
+
+    savemat(fx.labels["val"][0], {"gt": np.zeros_like(fx.raw[fx.labels["val"][0]], dtype=np.int32)})  # all roads now
+    changed = class_shares("potsdam3", "val", tmp_path, cache_dir=cache)
+    assert not changed.from_cache and changed.counts[0] > expected[0]
