@@ -125,3 +125,22 @@ def test_runs_read_the_subset_and_label_it(tmp_path):
     assert stage_view("crop", resolved)["data"] != stage_view("crop", full)["data"]  # different images, other keys
     camvid = ExperimentConfig()
     assert "subset" not in stage_view("crop", camvid)["data"] and "data_subset" not in config_tags(camvid.model_dump())
+
+
+@pytest.mark.parametrize("name,build,five_crop", [("potsdam3", build_potsdam, False), ("cityscapes27", build_cityscapes, True)])
+def test_the_pipelines_readers_take_the_layouts_samples(tmp_path, name, build, five_crop):
+    """The crop stage's writer and the evaluation dataset read .mat tiles and city folders as they are."""
+    from stego_core.data import DATASETS, SegmentationDataset, write_crops
+
+    build(tmp_path)
+    spec = DATASETS[name]
+    train = dataset_samples(name, "train", tmp_path)
+    n = write_crops(train, tmp_path / "crops", resolution=16, five_crop=five_crop, crop_ratio=0.5,
+                    num_classes=spec.num_classes, label_map=spec.label_map, ignore_index=255, workers=1)
+    assert n == len(train) * (5 if five_crop else 1)
+    labels = np.load(tmp_path / "crops" / "labels.npy")
+    assert set(np.unique(labels)) <= set(range(spec.num_classes)) | {255} and (labels != 255).any()
+    ds = SegmentationDataset(dataset_samples(name, "val", tmp_path), resolution=16, mean=(0.5,) * 3, std=(0.5,) * 3,
+                             num_classes=spec.num_classes, label_map=spec.label_map)
+    item = ds[0]
+    assert item["image"].shape == (3, 16, 16) and item["has_label"] and (item["label"] != 255).any()
