@@ -205,6 +205,11 @@ def install_dataset(name: str, root: str | Path, *, url: str | None = None, sha2
         if target.exists():
             target.rmdir()  # empty (checked above)
         _place(tmp, source, name, target)
+    except DataError as exc:
+        if archive.exists():  # not this dataset's archive: a retry must not reuse it
+            archive.unlink()
+            raise DataError(f"{exc} (removed {archive})") from exc
+        raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     if not keep_archive:

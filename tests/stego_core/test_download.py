@@ -171,3 +171,14 @@ def test_fetch_restarts_when_the_server_ignores_range(serve, tmp_path):
     (tmp_path / "f.bin.part").write_bytes(b"stale bytes")
     assert fetch(server.url, tmp_path / "f.bin") == sha(payload)
     assert (tmp_path / "f.bin").read_bytes() == payload and server.ranges == ["bytes=11-"]
+
+
+def test_an_archive_without_the_layout_is_refused_and_not_reused(serve, tmp_path):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("something/else.txt", "not a dataset")
+    server = serve(buf.getvalue())
+    with pytest.raises(DataError, match=r"the potsdam3 archive does not hold the layout .*labelled_train\.txt.*"
+                                        r"right archive\? \(removed .*potsdam\.zip\)"):
+        install_dataset("potsdam3", tmp_path, url=server.url)
+    assert not (tmp_path / "potsdam.zip").exists() and not (tmp_path / "potsdam").exists()
