@@ -30,7 +30,8 @@ __all__ = ["DatasetCheck", "FileProblem", "SplitCheck", "check_dataset"]
 
 @dataclass(frozen=True)
 class FileProblem:
-    """``kind``: missing image | missing label | unreadable image | unreadable label | unknown ids."""
+    """``kind``: missing image | missing label | unreadable image | bad label (unreadable, several channels, another
+    size than its image) | unknown ids."""
 
     kind: str
     file: str
@@ -126,7 +127,7 @@ def check_split(spec: DatasetSpec, root: Path, split: str, *, subset: str | None
         try:
             counts = label_value_counts(s.label, size=size, image=s.image)
         except DataError as exc:
-            result.problems.append(FileProblem("unreadable label", str(s.label), str(exc)))
+            result.problems.append(FileProblem("bad label", str(s.label), str(exc)))
             continue
         result.histogram.update(counts)
         bad = _unknown(counts, spec)

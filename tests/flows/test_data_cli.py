@@ -102,3 +102,12 @@ def test_describe_counts_class_pixels_by_hand_and_caches_them(tmp_path, monkeypa
     savemat(fx.labels["val"][0], {"gt": np.zeros_like(fx.raw[fx.labels["val"][0]], dtype=np.int32)})  # all roads now
     changed = class_shares("potsdam3", "val", tmp_path, cache_dir=cache)
     assert not changed.from_cache and changed.counts[0] > expected[0]
+
+
+def test_check_names_a_label_of_another_size_than_its_image(tmp_path):
+    fx = build_cityscapes(tmp_path)
+    label = fx.labels["val"][1]
+    Image.fromarray(fx.raw[label][:40, :60]).save(label)
+    out = stego("check", "cityscapes27", "--root", tmp_path, "--split", "val")
+    assert out.exit_code == 1
+    assert f"bad label: {label}" in out.output and "is 60x40 (WxH) but its image is 64x48" in " ".join(out.output.split())
