@@ -111,3 +111,11 @@ def test_check_names_a_label_of_another_size_than_its_image(tmp_path):
     out = stego("check", "cityscapes27", "--root", tmp_path, "--split", "val")
     assert out.exit_code == 1
     assert f"bad label: {label}" in out.output and "is 60x40 (WxH) but its image is 64x48" in " ".join(out.output.split())
+
+
+def test_check_reads_the_full_cocostuff_split_on_request(tmp_path):
+    build_cocostuff(tmp_path, train=5, val=3, extra=2)
+    out = stego("check", "cocostuff27", "--root", tmp_path, "--subset", "full", "--split", "train")
+    assert out.exit_code == 0, out.output
+    row = next(line for line in out.output.splitlines() if line.startswith("train "))
+    assert row.split()[1:5] == ["full", "7", "118,287", "7"]  # every 2017 image, against the full split's count

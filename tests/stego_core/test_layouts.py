@@ -144,3 +144,10 @@ def test_the_pipelines_readers_take_the_layouts_samples(tmp_path, name, build, f
                              num_classes=spec.num_classes, label_map=spec.label_map)
     item = ds[0]
     assert item["image"].shape == (3, 16, 16) and item["has_label"] and (item["label"] != 255).any()
+
+
+def test_subset_is_refused_where_it_means_nothing(tmp_path):
+    cfg = ExperimentConfig.model_validate({"data": {"dataset": "folder", "train_images": str(tmp_path),
+                                                    "eval_images": str(tmp_path), "subset": "full"}})
+    with pytest.raises(ValueError, match=r"data.subset is for registered datasets with subsets \(cocostuff27\)"):
+        split_info(cfg, "train")
