@@ -190,7 +190,7 @@ def install_dataset(name: str, root: str | Path, *, url: str | None = None, sha2
         return InstallResult(target, downloaded=False)
     url = url or source.url
     if url is None:
-        raise DataError(f"{name} cannot be downloaded automatically: {source.instructions}")
+        raise DataError(f"{name} cannot be downloaded automatically: {source.instructions.replace('ROOT', str(root))}")
     if target.exists() and any(target.iterdir()):
         raise DataError(f"{target} exists but does not hold the {name} layout; move it aside (or complete it by hand "
                         "and run `stego data check`), then run the download again")

@@ -161,7 +161,7 @@ def test_registration_only_sources_print_instructions(tmp_path):
     assert out.exit_code == 2
     text = " ".join(out.output.split())
     assert "cannot be downloaded automatically" in text and "cityscapes-dataset.com" in text
-    assert "leftImg8bit_trainvaltest.zip" in text
+    assert "leftImg8bit_trainvaltest.zip" in text and f"unzip -d {tmp_path}/cityscapes" in text
 
 
 def test_fetch_restarts_when_the_server_ignores_range(serve, tmp_path):
