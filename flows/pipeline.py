@@ -14,7 +14,7 @@ from stego_core.config import ExperimentConfig
 from stego_core.home import stego_home
 from stego_core.stages import split_info
 from stego_core.validation import excluded_files, preflight, write_bad_files
-from stego_core.data import resolve_data_root
+from stego_core.data import dataset_subset, resolve_data_root
 from flows.runner import StageRunner
 from flows.shards import embed_split
 from tasks.stages import (
@@ -39,11 +39,13 @@ def default_artifact_root() -> str:
 
 
 def resolve_config(config: ExperimentConfig) -> ExperimentConfig:
-    """Pin what the environment decides (the data root) into the config, so cache keys see it."""
+    """Pin what the environment decides (the data root) and the dataset's default subset (cocostuff27:
+    ``curated``) into the config, so cache keys, params and tags see them."""
     if config.data.dataset == "folder":
         return config
     root = str(resolve_data_root(config.data.data_root).resolve())
-    return config.model_copy(update={"data": config.data.model_copy(update={"data_root": root})})
+    subset = dataset_subset(config.data.dataset, config.data.subset)  # cocostuff27: 'curated' unless asked
+    return config.model_copy(update={"data": config.data.model_copy(update={"data_root": root, "subset": subset})})
 
 
 @flow(name="stego_pipeline", log_prints=True, persist_result=True, result_serializer="json")
@@ -77,6 +79,9 @@ def stego_pipeline(config: ExperimentConfig = ExperimentConfig(), artifact_root:
     """
     cfg = resolve_config(config)
     store = artifact_root or default_artifact_root()
+    if cfg.data.subset == "full":
+        run_logger().warning("%s on its full 2017 split (data.subset=full): the numbers are not comparable with the "
+                             "paper's, which uses the curated lists (data.subset=curated)", cfg.data.dataset)
     if check_inputs:
         cfg = preflight(cfg).config  # under data.bad_files=skip, the bad files are now in data.exclude
     bad = excluded_files(cfg)  # the files data.exclude leaves out, with reasons (reads only those files)
@@ -202,5 +207,9 @@ def write_run_folder(out: Path, result: dict, files: list[Path]) -> None:
     model.mkdir(parents=True, exist_ok=True)
     for src in files:
         shutil.copy2(src, model / src.name)
-    (out / "metrics.json").write_text(json.dumps({"metrics": result["metrics"], "config": result["config"]}, indent=1))
+    record = {"metrics": result["metrics"], "config": result["config"]}
+    subset = result["config"]["data"].get("subset")
+    if subset is not None:  # which images the numbers are about: the paper's curated split, or not
+        record["data_subset"] = subset
+    (out / "metrics.json").write_text(json.dumps(record, indent=1))
     (out / "run.json").write_text(json.dumps({k: result.get(k) for k in ("artifacts", "cached", "usage", "shards")}, indent=1))

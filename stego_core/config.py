@@ -19,6 +19,9 @@ class DataConfig(_Strict):
     data_root: Optional[str] = Field(None, description="data root (default: $STEGO_DATA_ROOT)")
     train_split: str = Field("train", description="split the head is trained on (labels unused except by linear probes)")
     eval_split: str = Field("val", description="split the methods are evaluated on")
+    subset: Optional[Literal["curated", "full"]] = Field(
+        None, description="cocostuff27: 'curated' (default) reads STEGO's curated image lists (49,629 / 2,175), 'full' "
+        "every 2017 image (not comparable with the paper; the run is tagged so); other datasets: leave unset")
     train_images: Optional[str] = Field(None, description="dataset='folder': training image folder")
     train_labels: Optional[str] = Field(None, description="dataset='folder': training label folder (optional)")
     eval_images: Optional[str] = Field(None, description="dataset='folder': evaluation image folder")

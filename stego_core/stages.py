@@ -81,6 +81,9 @@ def split_info(cfg: ExperimentConfig, role: Role) -> SplitInfo:
         labels = d.train_labels if role == "train" else d.eval_labels
         if not images:
             raise ValueError(f"data.dataset='folder' needs data.{role}_images (a folder of images)")
+        if d.subset is not None:
+            raise ValueError("data.subset is for registered datasets with subsets (cocostuff27); leave it unset "
+                             "for data.dataset='folder'")
         if labels and not d.num_classes:
             raise ValueError("data.dataset='folder' with labels needs data.num_classes")
         samples = list_samples(images, labels, limit=limit, exclude=d.exclude,
@@ -91,7 +94,7 @@ def split_info(cfg: ExperimentConfig, role: Role) -> SplitInfo:
         raise ValueError(f"unknown dataset {d.dataset!r}; known: {', '.join(sorted(DATASETS))}, or 'folder'")
     spec = DATASETS[d.dataset]
     split = d.train_split if role == "train" else d.eval_split
-    samples = dataset_samples(d.dataset, split, d.data_root, limit=limit, exclude=d.exclude)
+    samples = dataset_samples(d.dataset, split, d.data_root, subset=d.subset, limit=limit, exclude=d.exclude)
     return SplitInfo(samples, spec.num_classes, spec.class_names, spec.label_map, spec.ignore_index)
 
 

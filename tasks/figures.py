@@ -190,6 +190,20 @@ def comparison_figure(labels: Sequence[str], values: Mapping[str, Sequence[float
     return fig
 
 
+def class_share_figure(class_names: Sequence[str], shares: Sequence[float], colours: np.ndarray, title: str) -> Figure:
+    """Horizontal bars: each class's share of the labelled pixels, in its own colour, largest on top."""
+    order = np.argsort(np.asarray(shares, dtype=float))
+    fig = Figure(figsize=(6, max(2.5, 0.25 * len(class_names) + 1)), dpi=80, layout="constrained")
+    ax = fig.subplots()
+    ax.barh(np.arange(len(order)), 100 * np.asarray(shares, dtype=float)[order], color=np.asarray(colours)[order] / 255.0,
+            edgecolor="black", linewidth=0.3)
+    ax.set_yticks(np.arange(len(order)), [class_names[i] for i in order], fontsize=8)
+    ax.set_xlabel("share of labelled pixels (%)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(axis="x", alpha=0.3)
+    return fig
+
+
 def save_png(fig: Figure, path: str | Path) -> Path:
     """Render ``fig`` with the Agg canvas to ``path`` (PNG) and return the path."""
     path = Path(path)

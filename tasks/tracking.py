@@ -4,7 +4,7 @@ One MLflow run per pipeline run (a sweep passes ``parent_run_id`` to nest its me
 holds, and under which names:
 
 * params: the resolved config flattened to dotted names (``train.lr``, ``loss.b_self``, ...);
-* tags: ``dataset``, ``backbone``, ``preset``, ``mlflow.source.git.commit`` (+ ``git_dirty``),
+* tags: ``dataset``, ``backbone``, ``preset`` (+ ``data_subset``), ``mlflow.source.git.commit`` (+ ``git_dirty``),
   ``prefect.flow_run_id`` / ``prefect.flow_run_url`` when Prefect knows them, ``artifact_root`` and
   ``artifact.<stage>`` = the stage's artifact key (a run can be traced to its cached artifacts);
 * metrics: ``train/loss``, ``train/loss_self``, ``train/loss_knn``, ``train/loss_rand`` per step
@@ -201,8 +201,14 @@ def prefect_tags() -> dict[str, str]:
 
 
 def config_tags(config: Mapping[str, Any]) -> dict[str, str]:
-    return {"dataset": str(config["data"]["dataset"]), "backbone": str(config["embed"]["backbone"]),
+    """``dataset``, ``backbone``, ``preset``; ``data_subset`` (``curated`` / ``full``) for a dataset with
+    subsets, so a run on COCO-Stuff's full 2017 split is never mistaken for one on the paper's lists."""
+    tags = {"dataset": str(config["data"]["dataset"]), "backbone": str(config["embed"]["backbone"]),
             "preset": str(config.get("preset") or "none")}
+    subset = config["data"].get("subset")
+    if subset is not None:
+        tags["data_subset"] = str(subset)
+    return tags
 
 
 # ------------------------------------------------------------------------------------ the run

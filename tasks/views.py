@@ -77,6 +77,8 @@ def stage_view(stage: str, cfg: ExperimentConfig, **args: Any) -> dict:
         other = "train" if args.get("role") == "eval" else "eval"  # crop reads the training split
         # bad_files only decides what preflight puts in data.exclude, which is keyed itself.
         view["data"] = {k: v for k, v in view["data"].items() if k not in DATA_FIELDS_OF_ONE_SPLIT[other] + ("bad_files",)}
+        if view["data"].get("subset") is None:  # datasets without subsets: keyed as before the field existed
+            view["data"].pop("subset", None)
         if stage == "embed":
             view["embed"] = {k: v for k, v in view["embed"].items() if k not in EMBED_FIELDS_OF_ONE_SPLIT[other]}
     if stage == "cluster":

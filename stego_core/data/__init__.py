@@ -11,13 +11,23 @@ from .dataset import SegmentationDataset
 from .errors import DataError
 from .dataset import CropArrays
 from .five_crop import CROP_FILES, five_crop_boxes, write_crops
-from .io import check_image, check_label, check_label_ids, load_image, load_label, load_resized_image
+from .io import (
+    check_image,
+    check_label,
+    check_label_ids,
+    label_value_counts,
+    load_image,
+    load_label,
+    load_resized_image,
+)
+from .layouts import Layout
 from .label_maps import IGNORE, LABEL_MAPS, apply_label_map
 from .registry import (
     DATA_ROOT_ENV,
     DATASETS,
     DatasetSpec,
     dataset_samples,
+    dataset_subset,
     get_dataset,
     list_datasets,
     resolve_data_root,
@@ -34,7 +44,7 @@ __all__ = [
     "CROP_FILES", "COCOSTUFF27_CLASSES", "CropArrays", "COCOSTUFF_FINE_CLASSES", "COCOSTUFF_FINE_TO_COARSE", "DATASETS",
     "DATA_ROOT_ENV", "DataError", "DatasetSpec", "IGNORE", "IMAGE_EXTENSIONS", "LABEL_MAPS",
     "SegmentationDataset", "Sample", "apply_label_map", "check_image", "check_label",
-    "check_label_ids", "dataset_samples", "exclude_samples", "five_crop_boxes", "get_dataset", "image_to_tensor", "list_datasets", "list_samples",
+    "check_label_ids", "dataset_samples", "dataset_subset", "label_value_counts", "Layout", "exclude_samples", "five_crop_boxes", "get_dataset", "image_to_tensor", "list_datasets", "list_samples",
     "load_image", "load_label", "load_resized_image", "resize_center_crop_geometry",
     "resize_center_crop_image", "resize_center_crop_label", "resolve_data_root", "write_crops",
 ]

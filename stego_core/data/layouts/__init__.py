@@ -1,0 +1,8 @@
+"""The on-disk layouts of the registered datasets, one module per dataset family."""
+
+from .base import Layout, PairedFolders
+from .cityscapes import CityscapesLayout
+from .cocostuff import CURATED_LIST, CocoStuffLayout
+from .potsdam import PotsdamLayout
+
+__all__ = ["CURATED_LIST", "CityscapesLayout", "CocoStuffLayout", "Layout", "PairedFolders", "PotsdamLayout"]
