@@ -149,6 +149,22 @@ class LinearConfig(_Strict):
         "about 10x faster); default: every label pixel")
 
 
+class ReduceConfig(_Strict):
+    """Dimensionality-reduction baselines: the raw backbone features reduced to ``train.dim`` channels, then read
+    out exactly as the raw features and the STEGO code are (the raw baseline's k-means, the same linear probe)."""
+
+    methods: tuple[Literal["pca", "randproj"], ...] = Field(
+        (), description="reductions scored by every run, each as <method>_kmeans and <method>_linear: pca (fitted on a "
+        "token sample of the training features), randproj (a seeded Gaussian random projection); empty = none")
+    whiten: bool = Field(False, description="pca: divide each component by its standard deviation")
+    max_tokens: int = Field(200_000, ge=100, description="pca: training tokens sampled (seeded) to fit the components")
+
+    @field_validator("methods")
+    @classmethod
+    def _unique(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(value))
+
+
 class CrfConfig(_Strict):
     enabled: bool = True
     iterations: int = Field(10, ge=1)
@@ -186,6 +202,7 @@ class ExperimentConfig(_Strict):
     cluster: ClusterConfig = ClusterConfig()
     linear: LinearConfig = LinearConfig()
     crf: CrfConfig = CrfConfig()
+    reduce: ReduceConfig = ReduceConfig()
     memory: MemoryConfig = MemoryConfig()
     baselines: bool = Field(True, description="also score raw-feature k-means and linear probe")
 

@@ -54,6 +54,7 @@ from stego_core.losses import ContrastiveCorrelationLoss
 from stego_core.metrics import ConfusionMatrix, scores_from_confusion
 from stego_core.predict import cluster_readout, linear_readout, predict
 from stego_core.probes import LinearProbe, train_cluster_probe, train_linear_probe
+from stego_core.reduction import PROJECTION_FILE, fit_pca, load_projection, random_projection, save_projection
 from stego_core.refine import refine_centroids
 from stego_core.sampling import PairSampler
 from stego_core.training import head_code, resolve_device, train_head
@@ -276,6 +277,36 @@ def load_head(head_dir: Path, device: str | torch.device = "cpu") -> Segmentatio
     return head.to(device).eval()
 
 
+def load_code_map(folder: Path, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """What maps features to the code a readout reads: the projection of a reduce artifact
+    (``projection.json``), else the trained head of a train_head artifact."""
+    if (Path(folder) / PROJECTION_FILE).is_file():
+        return load_projection(folder, device)
+    return load_head(folder, device)
+
+
+# --------------------------------------------------------------------------------------- reduce
+def reduce_stage(cfg: ExperimentConfig, embed_dir: Path, out_dir: Path, method: Literal["pca", "randproj"],
+                 dim: int) -> dict:
+    """The training features' reduction to ``dim`` channels: PCA fitted on a seeded token sample
+    (``reduce.max_tokens``, drawn by :func:`~stego_core.access.sample_tokens`), or a Gaussian random
+    projection seeded by ``cfg.seed``; written as a :class:`~stego_core.reduction.Projection`."""
+    features = open_embedding(embed_dir).features
+    channels = int(features.shape[1])
+    summary: dict = {}
+    if method == "pca":
+        tokens = sample_tokens(features, max_tokens=cfg.reduce.max_tokens, seed=cfg.seed)
+        proj, summary = fit_pca(tokens, dim, whiten=cfg.reduce.whiten)
+        del tokens
+    elif method == "randproj":
+        proj = random_projection(channels, dim, seed=cfg.seed)
+    else:
+        raise ValueError(f"unknown reduction {method!r}; reduce.methods takes pca, randproj")
+    save_projection(proj, out_dir, method, summary)
+    return {"method": method, "in_dim": channels, "dim": dim,
+            **({"explained_variance_ratio": summary["explained_variance_ratio"]} if summary else {})}
+
+
 @contextlib.contextmanager
 def scratch_folder(out_dir: Path) -> Iterator[Path]:
     """A temporary folder beside ``out_dir`` (same disk as the artifacts), removed on exit: where a table over
@@ -285,14 +316,15 @@ def scratch_folder(out_dir: Path) -> Iterator[Path]:
 
 
 def _readout_maps(cfg: ExperimentConfig, embed_dir: Path, head_dir: Path | None, scratch: Path):
-    """The maps a readout trains on (the training code, or the raw features when ``head_dir`` is None), the
+    """The maps a readout trains on (the training code of a head or a projection, ``head_dir``, or the raw
+    features when it is None), the
     training labels, and where the maps are: the code is computed once, in memory within ``memory.host_gb``,
     else into a float32 file in ``scratch``; raw features are read from their memmap."""
     device = resolve_device(cfg.device)
     emb = open_embedding(embed_dir, device=device)
     if head_dir is None:
         return emb.features, emb.labels, "raw features read from the embed artifact"
-    code = head_code(load_head(head_dir, device), emb.features, device=device)
+    code = head_code(load_code_map(head_dir, device), emb.features, device=device)
     maps, placement = materialize(code, budget=MemoryBudget.from_config(cfg.memory), scratch=scratch, what="training code")
     return maps, emb.labels, placement
 
@@ -370,7 +402,7 @@ def predict_stage(cfg: ExperimentConfig, eval_embed_dir: Path, head_dir: Path | 
     batch into ``predictions.npy``; with ``use_crf`` one CRF process pool serves every batch."""
     data = open_embedding(eval_embed_dir)
     device = resolve_device(cfg.device)
-    head = load_head(head_dir, device) if head_dir is not None else None
+    head = load_code_map(head_dir, device) if head_dir is not None else None
     if (readout_dir / "centroids.npy").exists():
         readout, kind = cluster_readout(np.load(readout_dir / "centroids.npy"), cfg.cluster.temperature), "cluster"
     else:

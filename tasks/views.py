@@ -16,6 +16,7 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "embed": ("data", "embed", "device", "train"),
     "knn": ("knn",),
     "train_head": ("loss", "train", "knn", "seed", "device"),
+    "reduce": ("reduce", "seed"),
     "cluster": ("cluster", "seed", "device"),
     "linear_probe": ("linear", "seed", "device"),
     "predict": ("cluster", "crf", "device"),
@@ -30,6 +31,11 @@ CLUSTER_FIELDS = {
     "consensus": ("num_clusters", "kmeans_restarts", "kmeans_max_tokens", "overcluster", "refine_steps"),
     "probe": ("num_clusters", "probe_steps", "probe_lr", "probe_batch_size", "refine_steps"),
 }
+
+
+# The reduce stage reads only the fields of its method (adding randproj to reduce.methods, or whitening
+# the PCA, leaves the other reductions' keys alone); its dimension (train.dim) is a stage argument.
+REDUCE_FIELDS = {"pca": ("whiten", "max_tokens"), "randproj": ()}
 
 
 # Fields that change how a stage runs but not what it writes: left out of every key (a changed
@@ -81,6 +87,8 @@ def stage_view(stage: str, cfg: ExperimentConfig, **args: Any) -> dict:
             view["embed"] = {k: v for k, v in view["embed"].items() if k not in EMBED_FIELDS_OF_ONE_SPLIT[other]}
     if stage == "cluster":
         view["cluster"] = {k: full["cluster"][k] for k in CLUSTER_FIELDS[args["method"]]}
+    if stage == "reduce":
+        view["reduce"] = {k: full["reduce"][k] for k in REDUCE_FIELDS[args["method"]]}
     if stage == "predict":
         view["cluster"] = {"temperature": full["cluster"]["temperature"]}
         if not args.get("crf"):
