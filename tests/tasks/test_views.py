@@ -32,6 +32,12 @@ def test_view_round_trips_to_the_fields_the_stage_reads():
     ("linear.loss_resolution=16", "linear_probe", {"num_classes": 11}, True),
     ("data.crop_ratio=0.4", "crop", {}, True),
     ("data.crop_ratio=0.4", "evaluate", {}, False),
+    ("reduce.whiten=true", "reduce", {"method": "pca", "dim": 70}, True),
+    ("reduce.max_tokens=1000", "reduce", {"method": "pca", "dim": 70}, True),
+    ("reduce.whiten=true", "reduce", {"method": "randproj", "dim": 70}, False),
+    ("reduce.methods=[pca]", "reduce", {"method": "pca", "dim": 70}, False),
+    ("seed=3", "reduce", {"method": "randproj", "dim": 70}, True),
+    ("train.lr=0.01", "reduce", {"method": "pca", "dim": 70}, False),
 ])
 def test_a_field_changes_exactly_the_views_that_hold_it(override, stage, args, changes):
     base, changed = build_config("camvid-quick"), build_config("camvid-quick", overrides=[override])
@@ -39,7 +45,8 @@ def test_a_field_changes_exactly_the_views_that_hold_it(override, stage, args, c
 
 
 def test_every_stage_has_a_view():
-    assert set(STAGE_SECTIONS) == {"crop", "embed", "knn", "train_head", "cluster", "linear_probe", "predict", "evaluate"}
+    assert set(STAGE_SECTIONS) == {"crop", "embed", "knn", "train_head", "reduce", "cluster", "linear_probe", "predict",
+                                  "evaluate"}
 
 
 def test_the_training_side_is_keyed_without_the_evaluation_split_and_back() -> None:

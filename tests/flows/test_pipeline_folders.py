@@ -1,0 +1,88 @@
+"""The stego_pipeline flow on small synthetic folder datasets (a random ViT-S/8 at 32 px, a few steps):
+the PCA and random-projection methods end to end (metrics.json, MLflow, `stego compare`, figures, cache
+keys of their own)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from flows.compare import compare_table, runs_frame
+from flows.pipeline import REDUCTION_METHODS, stego_pipeline
+from stego_core.presets import apply_overrides
+from tests_helpers import SYNTHETIC_CLASSES, synthetic_config, synthetic_folder
+
+pytestmark = pytest.mark.slow
+
+FAST = {"crf.enabled": False, "reduce.methods": ["pca", "randproj"]}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("folders")
+    synthetic_folder(root, "train", 4, 0)
+    synthetic_folder(root, "val", 2, 1)
+    return root
+
+
+@pytest.fixture(scope="module")
+def reduced_run(prefect_harness, data, tmp_path_factory):
+    art, out = tmp_path_factory.mktemp("artifacts"), tmp_path_factory.mktemp("run")
+    cfg = apply_overrides(synthetic_config(data), FAST)
+    return stego_pipeline(config=cfg, artifact_root=str(art), output=str(out)), art, out
+
+
+def test_every_run_scores_pca_and_random_projection_like_the_other_methods(reduced_run, isolated_tracking_store):
+    result, art, out = reduced_run
+    written = json.loads((out / "metrics.json").read_text())["metrics"]
+    assert set(REDUCTION_METHODS) <= set(written)
+    assert {"stego_cluster", "stego_linear", "raw_kmeans", "raw_linear"} <= set(written)
+    for method in REDUCTION_METHODS:
+        m = written[method]
+        assert 0.0 <= m["accuracy"] <= 1.0 and 0.0 <= m["mIoU"] <= 1.0, method
+        assert len(m["per_class_iou"]) == SYNTHETIC_CLASSES and m["num_pixels"] == 2 * 32 * 32
+        assert (m["assignment"] is not None) is method.endswith("kmeans")  # clusters matched, probes scored as classes
+    # each reduction is its own artifact, fitted to train.dim, and its readouts read it
+    for method in ("pca", "randproj"):
+        meta = json.loads((art / "reduce" / result["artifacts"][f"reduce_{method}"] / "projection.json").read_text())
+        assert meta["method"] == method and meta["dim"] == 6 and meta["in_dim"] == 384
+    assert result["artifacts"]["readout_pca_cluster"] != result["artifacts"]["readout_raw_cluster"]
+    # MLflow holds them as it holds the others, and `stego compare` lists them
+    client = MlflowClient(f"sqlite:///{isolated_tracking_store / 'mlflow.db'}")
+    run = client.get_run(result["mlflow_run_id"])
+    for method in REDUCTION_METHODS:
+        assert run.data.metrics[f"{method}.mIoU"] == pytest.approx(written[method]["mIoU"])
+        assert run.data.metrics[f"{method}.iou.0"] == pytest.approx(written[method]["per_class_iou"]["0"])
+    table = compare_table(runs_frame([run]))
+    assert {f"{m}.mIoU" for m in REDUCTION_METHODS} <= set(table.columns)
+    names = {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
+    assert {"figures/confusion_pca_kmeans.png", "figures/confusion_randproj_linear.png", "figures/overlays.png",
+            "figures/per_class_iou.png"} <= names
+
+
+def test_the_overlay_and_per_class_figures_show_the_reductions(reduced_run):
+    from tasks.figures import run_figures
+
+    result, art, _ = reduced_run
+    predict = {m: art / "predict" / key for m, key in
+               ((n.removeprefix("predict_"), k) for n, k in result["artifacts"].items() if n.startswith("predict_"))}
+    figures = run_figures(result["metrics"], [], eval_embed_dir=art / "embed" / result["artifacts"]["embed_eval"],
+                          predict_dirs=predict, dataset="folder", class_names=["0", "1", "2"], num_images=1)
+    titles = [ax.get_title() for ax in figures["overlays"].axes]
+    assert set(REDUCTION_METHODS) <= set(titles)
+    legend = figures["per_class_iou"].axes[0].get_legend()
+    assert set(REDUCTION_METHODS) <= {t.get_text() for t in legend.get_texts()}
+
+
+def test_a_reduction_option_recomputes_only_its_own_stages(reduced_run, data):
+    result, art, _ = reduced_run
+    cfg = apply_overrides(synthetic_config(data), {**FAST, "reduce.whiten": True})
+    again = stego_pipeline(config=cfg, artifact_root=str(art), tracking=False)
+    c = again["cached"]
+    mine = ["reduce_pca", "readout_pca_cluster", "readout_pca_linear", "predict_pca_kmeans", "predict_pca_linear",
+            "evaluate"]
+    assert not any(c[s] for s in mine), c
+    assert all(c[s] for s in c if s not in mine), c
+    assert again["metrics"]["randproj_kmeans"] == result["metrics"]["randproj_kmeans"]
