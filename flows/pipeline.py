@@ -42,10 +42,12 @@ def default_artifact_root() -> str:
 
 def resolve_config(config: ExperimentConfig) -> ExperimentConfig:
     """Pin what the environment decides (the data root) into the config, so cache keys see it."""
-    if config.data.dataset == "folder":
-        return config
-    root = str(resolve_data_root(config.data.data_root).resolve())
-    return config.model_copy(update={"data": config.data.model_copy(update={"data_root": root})})
+    d, update = config.data, {}
+    if d.dataset != "folder":
+        update["data_root"] = str(resolve_data_root(d.data_root).resolve())
+    if d.eval_dataset not in (None, "folder"):  # transfer to a registered dataset: its root too
+        update["eval_data_root"] = str(resolve_data_root(d.eval_data_root or d.data_root).resolve())
+    return config.model_copy(update={"data": d.model_copy(update=update)}) if update else config
 
 
 @flow(name="stego_pipeline", log_prints=True, persist_result=True, result_serializer="json")
@@ -132,7 +134,14 @@ def run_stages(cfg: ExperimentConfig, store: str, output: str | None, tracker: R
     tracker.log_training(Path(head["path"]))
     # 5. Readouts: clusters (no labels) and linear probes (labels), on the code and on raw features.
     # Linear probes need training labels; an unlabelled training folder gets the cluster methods only.
-    labelled = any(s.label is not None for s in split_info(cfg, "train").samples)
+    train_info = split_info(cfg, "train")
+    # A linear probe predicts the training split's classes: it is scored only when the evaluation split has
+    # the same ones (a transfer to a dataset with other classes gets the label-free methods only).
+    same_classes = (train_info.num_classes, train_info.class_names) == (k, eval_info.class_names)
+    labelled = same_classes and any(s.label is not None for s in train_info.samples)
+    if not same_classes:
+        run_logger().info("the evaluation classes (%d) are not the training classes (%d): no linear probes", k,
+                          train_info.num_classes)
     # Where each family's code comes from (inputs of its readouts and predictions): the head; nothing (the raw
     # features); a reduction of the raw features to train.dim (reduce.methods: PCA, random projection). The
     # baselines (raw and reduced) use the paper's readout: k-means best of kmeans_restarts by objective,
@@ -189,7 +198,7 @@ def run_stages(cfg: ExperimentConfig, store: str, output: str | None, tracker: R
     # 8. The record in MLflow: metrics, checkpoints, figures.
     if tracker.run_id:
         history = json.loads((Path(head["path"]) / "history.json").read_text())
-        figures = run_figures(metrics, history, eval_embed_dir=Path(emb_eval["path"]), dataset=cfg.data.dataset,
+        figures = run_figures(metrics, history, eval_embed_dir=Path(emb_eval["path"]), dataset=cfg.data.evaluation().dataset,
                               predict_dirs={m: Path(p["path"]) for m, p in preds.items()}, class_names=names)
         tracker.log_result(result, files, figures)
         result.update(mlflow_run_id=tracker.run_id, tracking_uri=redact(tracker.tracking_uri))

@@ -24,6 +24,13 @@ class DataConfig(_Strict):
     eval_images: Optional[str] = Field(None, description="dataset='folder': evaluation image folder")
     eval_labels: Optional[str] = Field(None, description="dataset='folder': evaluation label folder")
     num_classes: Optional[int] = Field(None, ge=1, le=255, description="dataset='folder': number of classes")
+    eval_dataset: Optional[str] = Field(
+        None, description="transfer: evaluate on another dataset than the training one (a registered name, or 'folder' "
+        "with eval_images / eval_labels / eval_num_classes); its eval_split is scored and its classes set the number of "
+        "clusters; default: data.dataset")
+    eval_data_root: Optional[str] = Field(None, description="transfer: data root of eval_dataset (default: data_root)")
+    eval_num_classes: Optional[int] = Field(None, ge=1, le=255, description="transfer to eval_dataset='folder': its "
+                                            "number of classes (default: num_classes)")
     train_limit: Optional[int] = Field(None, ge=2, description="use only the first N training images")
     eval_limit: Optional[int] = Field(None, ge=1, description="use only the first N evaluation images")
     five_crop: bool = Field(True, description="train on the 5 half-size crops of each training image")
@@ -35,6 +42,25 @@ class DataConfig(_Strict):
     exclude: tuple[str, ...] = Field(
         (), description="image or label files left out of both splits, as listed (a sample goes if its image or its "
         "label is here); preflight fills it under bad_files='skip', so the cache keys see the exclusion")
+
+    @model_validator(mode="after")
+    def _eval_classes_of_a_folder(self):
+        if self.eval_num_classes is not None and (self.eval_dataset or self.dataset) != "folder":
+            raise ValueError(f"data.eval_num_classes is for an evaluation folder; the evaluation dataset "
+                             f"{self.eval_dataset or self.dataset!r} has its own classes: leave it out")
+        return self
+
+    def evaluation(self) -> DataConfig:
+        """These settings as the evaluation split sees them: ``dataset``, ``data_root`` and ``num_classes`` are
+        the evaluation dataset's (``eval_dataset``, ``eval_data_root``, ``eval_num_classes`` folded in)."""
+        if self.eval_dataset is None and self.eval_data_root is None and self.eval_num_classes is None:
+            return self
+        dataset = self.eval_dataset or self.dataset
+        return self.model_copy(update={
+            "dataset": dataset, "data_root": self.eval_data_root or (self.data_root if dataset != "folder" else None),
+            "num_classes": (self.eval_num_classes or self.num_classes) if dataset == "folder" else None,
+            **({} if dataset == "folder" else {"eval_images": None, "eval_labels": None}),  # folder-only fields
+            "eval_dataset": None, "eval_data_root": None, "eval_num_classes": None})
 
     @field_validator("exclude")
     @classmethod

@@ -75,21 +75,25 @@ class SplitInfo:
 
 def split_info(cfg: ExperimentConfig, role: Role) -> SplitInfo:
     """The samples and label conventions of the training or evaluation split of ``cfg.data``."""
-    d = cfg.data
+    d = cfg.data if role == "train" else cfg.data.evaluation()  # transfer: another dataset's evaluation split
+    transfer = role == "eval" and cfg.data.eval_dataset is not None
     limit = d.train_limit if role == "train" else d.eval_limit
     if d.dataset == "folder":
         images = d.train_images if role == "train" else d.eval_images
         labels = d.train_labels if role == "train" else d.eval_labels
+        field = "data.eval_dataset" if transfer else "data.dataset"
         if not images:
-            raise ValueError(f"data.dataset='folder' needs data.{role}_images (a folder of images)")
+            raise ValueError(f"{field}='folder' needs data.{role}_images (a folder of images)")
         if labels and not d.num_classes:
-            raise ValueError("data.dataset='folder' with labels needs data.num_classes")
+            raise ValueError(f"{field}='folder' with labels needs "
+                             f"{'data.eval_num_classes' if transfer else 'data.num_classes'}")
         samples = list_samples(images, labels, limit=limit, exclude=d.exclude,
                                require_labels=bool(labels) and role == "eval" and d.bad_files == "error")
         k = d.num_classes or 1
         return SplitInfo(samples, k, tuple(str(i) for i in range(k)), "identity", 255)
     if d.dataset not in DATASETS:
-        raise ValueError(f"unknown dataset {d.dataset!r}; known: {', '.join(sorted(DATASETS))}, or 'folder'")
+        raise ValueError(f"unknown {'data.eval_dataset' if transfer else 'dataset'} {d.dataset!r}; known: "
+                         f"{', '.join(sorted(DATASETS))}, or 'folder'")
     spec = DATASETS[d.dataset]
     split = d.train_split if role == "train" else d.eval_split
     samples = dataset_samples(d.dataset, split, d.data_root, limit=limit, exclude=d.exclude)

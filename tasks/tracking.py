@@ -201,8 +201,11 @@ def prefect_tags() -> dict[str, str]:
 
 
 def config_tags(config: Mapping[str, Any]) -> dict[str, str]:
-    return {"dataset": str(config["data"]["dataset"]), "backbone": str(config["embed"]["backbone"]),
-            "preset": str(config.get("preset") or "none")}
+    """``dataset`` (the training one), ``eval_dataset`` (the one scored: itself unless a transfer), ``backbone``,
+    ``preset``."""
+    data = config["data"]
+    return {"dataset": str(data["dataset"]), "eval_dataset": str(data.get("eval_dataset") or data["dataset"]),
+            "backbone": str(config["embed"]["backbone"]), "preset": str(config.get("preset") or "none")}
 
 
 # ------------------------------------------------------------------------------------ the run

@@ -1,10 +1,17 @@
 """The stego_pipeline flow on small synthetic folder datasets (a random ViT-S/8 at 32 px, a few steps):
 the PCA and random-projection methods end to end (metrics.json, MLflow, `stego compare`, figures, cache
-keys of their own)."""
+keys of their own); a transfer from one dataset to another with other classes, from the CLI and through
+the flow's parameter validation (what a deployment run does with the form's JSON)."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
+
+import numpy as np
+import yaml
 
 import pytest
 from mlflow import MlflowClient
@@ -86,3 +93,49 @@ def test_a_reduction_option_recomputes_only_its_own_stages(reduced_run, data):
     assert not any(c[s] for s in mine), c
     assert all(c[s] for s in c if s not in mine), c
     assert again["metrics"]["randproj_kmeans"] == result["metrics"]["randproj_kmeans"]
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def transfer_settings(data: Path, other: Path) -> list[str]:
+    return ["data.eval_dataset=folder", f"data.eval_images={other / 'images'}", f"data.eval_labels={other / 'labels'}",
+            "data.eval_num_classes=5"]
+
+
+def test_transfer_to_a_dataset_with_other_classes_from_the_cli(prefect_harness, data, tmp_path):
+    """Train on the 3-class folder, score on a 5-class one: 5 clusters, the evaluation folder's labels, the
+    label-free methods only (a probe of the 3 training classes cannot name 5)."""
+    from prefect.settings import PREFECT_API_URL
+
+    synthetic_folder(tmp_path, "other", 3, 2, classes=5)
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(apply_overrides(synthetic_config(data), FAST).model_dump(mode="json")))
+    sets = sum((["--set", s] for s in transfer_settings(data, tmp_path / "other")), [])
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PREFECT_API_URL": PREFECT_API_URL.value() or ""}
+    proc = subprocess.run([sys.executable, "-m", "flows.cli", "run", "--config", config, *sets, "--no-tracking",
+                           "--output", tmp_path / "run", "--artifact-root", tmp_path / "art"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    written = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert set(written["metrics"]) == {"stego_cluster", "raw_kmeans", "pca_kmeans", "randproj_kmeans"}
+    for name, m in written["metrics"].items():
+        assert list(m["per_class_iou"]) == ["0", "1", "2", "3", "4"], name
+        assert m["num_pixels"] == 3 * 32 * 32 and len(m["confusion"]) == 5, name
+    assert np.load(tmp_path / "run" / "model" / "centroids.npy").shape == (5, 6)
+    assert written["config"]["data"]["eval_num_classes"] == 5 and written["config"]["data"]["num_classes"] == 3
+    assert "pca_kmeans" in proc.stdout
+
+
+def test_the_deployment_form_passes_the_transfer_settings_through(data, tmp_path):
+    """A deployment run validates the form's JSON into the config model before the flow runs."""
+    from prefect.utilities.callables import parameter_schema
+
+    schema = parameter_schema(stego_pipeline)
+    data_fields = schema.definitions["DataConfig"]["properties"]
+    assert {"eval_dataset", "eval_data_root", "eval_num_classes"} <= set(data_fields)
+    assert "methods" in schema.definitions["ReduceConfig"]["properties"]
+    form = apply_overrides(synthetic_config(data), {"data.eval_dataset": "folder", "data.eval_images": "/b/images",
+                                                    "data.eval_labels": "/b/labels", "data.eval_num_classes": 5})
+    params = stego_pipeline.validate_parameters({"config": json.loads(json.dumps(form.model_dump(mode="json")))})
+    assert params["config"].data.evaluation().num_classes == 5 and params["config"].data.eval_dataset == "folder"
