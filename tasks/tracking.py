@@ -4,7 +4,7 @@ One MLflow run per pipeline run (a sweep passes ``parent_run_id`` to nest its me
 holds, and under which names:
 
 * params: the resolved config flattened to dotted names (``train.lr``, ``loss.b_self``, ...);
-* tags: ``dataset``, ``backbone``, ``preset``, ``mlflow.source.git.commit`` (+ ``git_dirty``),
+* tags: ``dataset``, ``eval_dataset``, ``backbone``, ``preset``, ``mlflow.source.git.commit`` (+ ``git_dirty``),
   ``prefect.flow_run_id`` / ``prefect.flow_run_url`` when Prefect knows them, ``artifact_root`` and
   ``artifact.<stage>`` = the stage's artifact key (a run can be traced to its cached artifacts);
 * metrics: ``train/loss``, ``train/loss_self``, ``train/loss_knn``, ``train/loss_rand`` per step
