@@ -326,6 +326,18 @@ class RunTracker:
                                       "sweep.failed": len(states) - states.count("Completed")})
         self.client.log_text(self.run_id, redact(json.dumps(summary, indent=1)), "sweep.json")
 
+    def log_report(self, texts: Mapping[str, str], figures: Mapping[str, Any] | None = None) -> None:
+        """Text artifacts (``{file name: content}``, e.g. a table) and figures (``figures/<name>.png``)."""
+        from tasks.figures import save_png
+
+        for name, text in texts.items():
+            self.client.log_text(self.run_id, text, name)
+        with tempfile.TemporaryDirectory(prefix="stego-mlflow-") as tmp:
+            for name, fig in (figures or {}).items():
+                save_png(fig, Path(tmp) / "figures" / f"{name}.png")
+            if figures:
+                self.client.log_artifacts(self.run_id, tmp)
+
     # -- ending
     def __enter__(self) -> RunTracker:
         return self
@@ -364,6 +376,7 @@ class NullTracker:
     def log_result(self, *args: Any, **kwargs: Any) -> None: ...
     def log_sweep(self, *args: Any, **kwargs: Any) -> None: ...
     def log_bad_files(self, *args: Any, **kwargs: Any) -> None: ...
+    def log_report(self, *args: Any, **kwargs: Any) -> None: ...
 
     def __enter__(self) -> NullTracker:
         return self

@@ -139,3 +139,25 @@ def test_the_deployment_form_passes_the_transfer_settings_through(data, tmp_path
                                                     "data.eval_labels": "/b/labels", "data.eval_num_classes": 5})
     params = stego_pipeline.validate_parameters({"config": json.loads(json.dumps(form.model_dump(mode="json")))})
     assert params["config"].data.evaluation().num_classes == 5 and params["config"].data.eval_dataset == "folder"
+
+
+def test_a_dimension_sweep_puts_its_plot_and_table_on_the_parent_run(reduced_run, data, isolated_tracking_store):
+    """Two dimensions, here in this process: the child at train.dim=6 is the run above (every stage cached),
+    the one at 4 trains its own head and fits its own reductions; the parent MLflow run gets the table and plot."""
+    from flows.dim_sweep import dim_sweep
+
+    result, art, _ = reduced_run
+    summary = dim_sweep(config=apply_overrides(synthetic_config(data), {"crf.enabled": False}), dims=[4, 6], seeds=[1],
+                        deployment=None, artifact_root=str(art))
+    six = next(c for c in summary["children"] if c["overrides"]["train.dim"] == 6)
+    assert all(six["cached"].values()) and six["metrics"]["pca_kmeans"]["mIoU"] == result["metrics"]["pca_kmeans"]["mIoU"]
+    rows = {(r["dim"], r["method"]): r for r in summary["table"]}
+    assert {(d, m) for d in (4, 6) for m in ("stego_cluster", *REDUCTION_METHODS)} <= set(rows)
+    assert rows[(6, "pca_linear")]["mIoU_mean"] == pytest.approx(result["metrics"]["pca_linear"]["mIoU"])
+    client = MlflowClient(f"sqlite:///{isolated_tracking_store / 'mlflow.db'}")
+    parent = summary["mlflow_run_id"]
+    assert {"dim_sweep.json", "dim_sweep.md", "sweep.json"} <= {a.path for a in client.list_artifacts(parent)}
+    assert "figures/dim_sweep.png" in {a.path for a in client.list_artifacts(parent, "figures")}
+    children = client.search_runs([client.get_run(parent).info.experiment_id],
+                                  filter_string=f"tags.mlflow.parentRunId = '{parent}'")
+    assert sorted(r.data.params["train.dim"] for r in children) == ["4", "6"]
