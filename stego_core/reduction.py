@@ -24,6 +24,7 @@ from stego_core.head import load_tensors, read_json_dims
 
 PROJECTION_FILE = "projection.json"
 WHITEN_EPS = 1e-8  # variance floor when whitening (a constant channel would divide by zero)
+COV_BLOCK_BYTES = 64 << 20  # float64 token block the covariance is accumulated from
 
 
 class Projection(nn.Module):
@@ -72,8 +73,9 @@ def fit_pca(tokens: np.ndarray, dim: int, *, whiten: bool = False) -> tuple[Proj
                          f"or leave pca out of reduce.methods")
     mean = tokens.mean(axis=0, dtype=np.float64)
     cov = np.zeros((c, c), dtype=np.float64)
-    for start in range(0, m, 65536):  # blocks: no float64 copy of the whole sample
-        block = tokens[start : start + 65536].astype(np.float64) - mean
+    rows = max(1024, COV_BLOCK_BYTES // (8 * c))
+    for start in range(0, m, rows):  # blocks: no float64 copy of the whole sample
+        block = tokens[start : start + rows].astype(np.float64) - mean
         cov += block.T @ block
     cov /= m - 1
     values, vectors = np.linalg.eigh(cov)  # ascending

@@ -36,7 +36,10 @@ def same_up_to_sign(a: np.ndarray, b: np.ndarray, atol: float) -> bool:
     return np.allclose(a, signs * b, atol=atol)
 
 
-def test_pca_components_are_the_svd_directions_of_the_sample():
+@pytest.mark.parametrize("block_rows", [None, 1024])  # the covariance in one block, or in three
+def test_pca_components_are_the_svd_directions_of_the_sample(block_rows, monkeypatch):
+    if block_rows:
+        monkeypatch.setattr("stego_core.reduction.COV_BLOCK_BYTES", 8 * 12 * block_rows)
     tokens = correlated_tokens()
     proj, summary = fit_pca(tokens, 5)
     vt, variance = svd_components(tokens, 5)
