@@ -314,6 +314,10 @@ def sweep(
         fail(exc)
     if summary is not None:
         typer.echo(sweep_table(summary))
+        if summary.get("table"):  # a dimension sweep: mean ± std over seeds per dimension
+            from flows.dim_sweep import markdown_table
+
+            typer.echo("\n" + markdown_table(summary["table"]))
 
 
 def run_sweep_command(kind: str, params: dict, *, local: bool, wait: bool) -> dict | None:

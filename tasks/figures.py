@@ -215,6 +215,7 @@ def dimension_figure(rows: Sequence[Mapping], panels: Mapping[str, Sequence[str]
                     ax.errorbar(x, 100 * mean, yerr=100 * std, label=method, marker="o", capsize=3,
                                 ls="--" if method.startswith("raw") else "-")
             ax.set_xscale("log")
+            ax.minorticks_off()
             ax.set_xticks(dims, [str(d) for d in dims])
             ax.set_xlabel("code dimension (train.dim)")
             ax.set_ylabel(f"{metric} (%)")
