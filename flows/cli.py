@@ -270,6 +270,9 @@ def sweep(
     set_: List[str] = typer.Option([], "--set", help="override of the base config (repeatable)"),
     backbone: List[str] = typer.Option([], "--backbone", help="backbone sweep: one child per backbone (repeatable)"),
     grid: List[str] = typer.Option([], "--grid", help="param sweep: field=v1,v2,... (repeatable; every combination)"),
+    dims: Optional[str] = typer.Option(None, "--dims", help="dimension sweep: code dimensions 3,9,27,... each scored "
+                                       "beside PCA and a random projection to it"),
+    seeds: str = typer.Option("0", "--seeds", help="dimension sweep: seeds, e.g. 0,1,2 (error bars)"),
     artifact_root: Optional[str] = typer.Option(None, help="shared artifact cache (path or fsspec URL)"),
     experiment: Optional[str] = typer.Option(None, help="MLflow experiment (default: the config's name)"),
     local: bool = typer.Option(False, "--local", help="run the sweep and its children in this process (no server needed)"),
@@ -282,11 +285,17 @@ def sweep(
 
     try:
         base = build_config(preset, config, set_)
-        if bool(backbone) == bool(grid):
-            raise ConfigError("give either --backbone NAME (repeatable) or --grid field=v1,v2 (repeatable)")
-        kind = "backbone_sweep" if backbone else "param_sweep"
+        if bool(backbone) + bool(grid) + bool(dims) != 1:
+            raise ConfigError("give either --backbone NAME (repeatable), --grid field=v1,v2 (repeatable) or --dims 3,9,27")
+        kind = "backbone_sweep" if backbone else "dim_sweep" if dims else "param_sweep"
         params: dict = {"config": base.model_dump(mode="json"), "artifact_root": artifact_root, "experiment": experiment}
-        if backbone:
+        if dims:
+            from flows.dim_sweep import dim_points
+
+            params["dims"], params["seeds"] = (yaml.safe_load(f"[{v}]") for v in (dims, seeds))
+            points = dim_points(params["dims"], params["seeds"])
+            base = base.model_copy(update={"reduce": base.reduce.model_copy(update={"methods": ("pca", "randproj")})})
+        elif backbone:
             params["backbones"] = list(backbone)
         else:
             params["grid"] = {}
@@ -297,13 +306,18 @@ def sweep(
                 params["grid"][key.strip()] = yaml.safe_load(f"[{values}]")
         from flows.sweeps import backbone_point, grid_points, sweep_children
 
-        points = [backbone_point(base, b) for b in backbone] if backbone else grid_points(params["grid"])
+        if not dims:
+            points = [backbone_point(base, b) for b in backbone] if backbone else grid_points(params["grid"])
         sweep_children(base, points)  # every point checked here, before a server is started or contacted
         summary = run_sweep_command(kind, params, local=local, wait=wait)
     except (*USER_ERRORS, ConnectionError) as exc:
         fail(exc)
     if summary is not None:
         typer.echo(sweep_table(summary))
+        if summary.get("table"):  # a dimension sweep: mean ± std over seeds per dimension
+            from flows.dim_sweep import markdown_table
+
+            typer.echo("\n" + markdown_table(summary["table"]))
 
 
 def run_sweep_command(kind: str, params: dict, *, local: bool, wait: bool) -> dict | None:
@@ -311,10 +325,13 @@ def run_sweep_command(kind: str, params: dict, *, local: bool, wait: bool) -> di
     from flows import sweeps
     from flows.deploy import trigger
 
+    from flows.dim_sweep import dim_sweep
+
     if local:
-        flow = sweeps.backbone_sweep if kind == "backbone_sweep" else sweeps.param_sweep
+        flow = {"backbone_sweep": sweeps.backbone_sweep, "dim_sweep": dim_sweep}.get(kind, sweeps.param_sweep)
         return flow(**params, deployment=None)
-    deployment = "backbone_sweep/backbone-sweep" if kind == "backbone_sweep" else "param_sweep/param-sweep"
+    deployment = {"backbone_sweep": "backbone_sweep/backbone-sweep", "dim_sweep": "dim_sweep/dim-sweep"}.get(
+        kind, "param_sweep/param-sweep")
     run = trigger(deployment, params, wait=wait)
     typer.echo(f"flow run {run.name} ({run.id}) of {deployment}: {run.state.name if run.state else 'scheduled'}")
     if not wait:

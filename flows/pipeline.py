@@ -23,6 +23,7 @@ from tasks.stages import (
     knn_task,
     linear_probe_task,
     predict_task,
+    reduce_task,
     train_head_task,
 )
 from tasks.figures import run_figures
@@ -32,6 +33,7 @@ from tasks.tracking import NullTracker, RunTracker, TrackingUnavailable, local_t
 logger = logging.getLogger(__name__)
 
 METHODS = ("stego_cluster", "stego_cluster_crf", "stego_linear", "raw_kmeans", "raw_linear")
+REDUCTION_METHODS = ("pca_kmeans", "pca_linear", "randproj_kmeans", "randproj_linear")  # reduce.methods=[pca, randproj]
 
 
 def default_artifact_root() -> str:
@@ -41,11 +43,13 @@ def default_artifact_root() -> str:
 def resolve_config(config: ExperimentConfig) -> ExperimentConfig:
     """Pin what the environment decides (the data root) and the dataset's default subset (cocostuff27:
     ``curated``) into the config, so cache keys, params and tags see them."""
-    if config.data.dataset == "folder":
-        return config
-    root = str(resolve_data_root(config.data.data_root).resolve())
-    subset = dataset_subset(config.data.dataset, config.data.subset)  # cocostuff27: 'curated' unless asked
-    return config.model_copy(update={"data": config.data.model_copy(update={"data_root": root, "subset": subset})})
+    d, update = config.data, {}
+    if d.dataset != "folder":
+        update["data_root"] = str(resolve_data_root(d.data_root).resolve())
+        update["subset"] = dataset_subset(d.dataset, d.subset)  # cocostuff27: 'curated' unless asked
+    if d.eval_dataset not in (None, "folder"):  # transfer to a registered dataset: its root too
+        update["eval_data_root"] = str(resolve_data_root(d.eval_data_root or d.data_root).resolve())
+    return config.model_copy(update={"data": d.model_copy(update=update)}) if update else config
 
 
 @flow(name="stego_pipeline", log_prints=True, persist_result=True, result_serializer="json")
@@ -135,29 +139,46 @@ def run_stages(cfg: ExperimentConfig, store: str, output: str | None, tracker: R
     tracker.log_training(Path(head["path"]))
     # 5. Readouts: clusters (no labels) and linear probes (labels), on the code and on raw features.
     # Linear probes need training labels; an unlabelled training folder gets the cluster methods only.
-    labelled = any(s.label is not None for s in split_info(cfg, "train").samples)
-    readouts = {}
-    # The raw-feature baselines are the paper's: k-means best of kmeans_restarts by objective, whatever
-    # readout options the STEGO code uses.
-    for name, head_key, of in (("stego", head["key"], cfg), ("raw", None, baseline_config(cfg)))[: 2 if cfg.baselines else 1]:
-        inputs = {"embed": emb_train["key"], "head": head_key}
+    train_info = split_info(cfg, "train")
+    # A linear probe predicts the training split's classes: it is scored only when the evaluation split has
+    # the same ones (a transfer to a dataset with other classes gets the label-free methods only).
+    same_classes = (train_info.num_classes, train_info.class_names) == (k, eval_info.class_names)
+    labelled = same_classes and any(s.label is not None for s in train_info.samples)
+    if not same_classes:
+        run_logger().info("the evaluation classes (%d) are not the training classes (%d): no linear probes", k,
+                          train_info.num_classes)
+    # Where each family's code comes from (inputs of its readouts and predictions): the head; nothing (the raw
+    # features); a reduction of the raw features to train.dim (reduce.methods: PCA, random projection). The
+    # baselines (raw and reduced) use the paper's readout: k-means best of kmeans_restarts by objective,
+    # whatever readout options the STEGO code uses, and the same linear probe.
+    sources: dict[str, tuple[dict, ExperimentConfig]] = {"stego": ({"head": head["key"]}, cfg)}
+    if cfg.baselines:
+        sources["raw"] = ({}, baseline_config(cfg))
+    reductions = {}
+    for method in cfg.reduce.methods:
+        reductions[method] = run(reduce_task, "reduce", {"embed": emb_train["key"]}, method=method, dim=cfg.train.dim)
+        sources[method] = ({"reduce": reductions[method]["key"]}, baseline_config(cfg))
+    readouts = {}  # readout name -> (stage, ref, code inputs)
+    for name, (code, of) in sources.items():
+        inputs = {"embed": emb_train["key"], **code}
         readouts[f"{name}_cluster"] = ("cluster", run(cluster_task, "cluster", inputs, of=of, num_classes=k,
-                                                      method=of.cluster.method))
+                                                      method=of.cluster.method), code)
         if labelled:
-            readouts[f"{name}_linear"] = ("linear_probe", run(linear_probe_task, "linear_probe", inputs, num_classes=k))
-    tracker.log_probes({name: Path(ref["path"]) for name, (_, ref) in readouts.items()})
+            readouts[f"{name}_linear"] = ("linear_probe", run(linear_probe_task, "linear_probe", inputs, num_classes=k), code)
+    tracker.log_probes({name: Path(ref["path"]) for name, (_, ref, _) in readouts.items()})
     # 6. Predictions on the evaluation split (+ dense CRF on the STEGO clusters).
     plan = {"stego_cluster": ("stego_cluster", False), "stego_linear": ("stego_linear", False),
             "raw_kmeans": ("raw_cluster", False), "raw_linear": ("raw_linear", False)}
     if cfg.crf.enabled:
         plan["stego_cluster_crf"] = ("stego_cluster", True)
+    for method in cfg.reduce.methods:
+        plan.update({f"{method}_kmeans": (f"{method}_cluster", False), f"{method}_linear": (f"{method}_linear", False)})
     preds = {}
     for method, (readout_name, use_crf) in plan.items():
         if readout_name not in readouts:
             continue
-        readout_stage, ref = readouts[readout_name]
-        head_key = head["key"] if readout_name.startswith("stego") else None
-        preds[method] = run(predict_task, "predict", {"embed": emb_eval["key"], "head": head_key, "readout": ref["key"]},
+        readout_stage, ref, code = readouts[readout_name]
+        preds[method] = run(predict_task, "predict", {"embed": emb_eval["key"], **code, "readout": ref["key"]},
                             readout_stage=readout_stage, crf=use_crf)
     # 7. Hungarian evaluation over the whole split.
     matched = {m: not m.endswith("linear") for m in preds}
@@ -165,7 +186,8 @@ def run_stages(cfg: ExperimentConfig, store: str, output: str | None, tracker: R
                  num_classes=k, class_names=names, matched=matched)
     metrics = json.loads((Path(scores["path"]) / "metrics.json").read_text())
     refs = {"crop": crop, "embed_train": emb_train, "embed_eval": emb_eval, "knn": knn, "head": head,
-            **{f"readout_{n}": r for n, (_, r) in readouts.items()}, **{f"predict_{m}": p for m, p in preds.items()},
+            **{f"reduce_{m}": r for m, r in reductions.items()},
+            **{f"readout_{n}": r for n, (_, r, _) in readouts.items()}, **{f"predict_{m}": p for m, p in preds.items()},
             "evaluate": scores}
     result = {"metrics": metrics, "config": cfg.model_dump(mode="json"),
               "artifacts": {n: r["key"] for n, r in refs.items() if r},
@@ -181,7 +203,7 @@ def run_stages(cfg: ExperimentConfig, store: str, output: str | None, tracker: R
     # 8. The record in MLflow: metrics, checkpoints, figures.
     if tracker.run_id:
         history = json.loads((Path(head["path"]) / "history.json").read_text())
-        figures = run_figures(metrics, history, eval_embed_dir=Path(emb_eval["path"]), dataset=cfg.data.dataset,
+        figures = run_figures(metrics, history, eval_embed_dir=Path(emb_eval["path"]), dataset=cfg.data.evaluation().dataset,
                               predict_dirs={m: Path(p["path"]) for m, p in preds.items()}, class_names=names)
         tracker.log_result(result, files, figures)
         result.update(mlflow_run_id=tracker.run_id, tracking_uri=redact(tracker.tracking_uri))

@@ -19,7 +19,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
@@ -81,8 +81,10 @@ def sweep_children(base: ExperimentConfig, points: Sequence[Mapping[str, Any]]) 
 
 def run_sweep(kind: str, base: ExperimentConfig, points: Sequence[Mapping[str, Any]], *, deployment: str | None,
               artifact_root: str | None, tracking: bool, tracking_uri: str | None, experiment: str | None,
-              check_inputs: bool, timeout_minutes: float | None) -> dict:
-    """Run the children (on workers or here), log the summary to the sweep's MLflow run, return it.
+              check_inputs: bool, timeout_minutes: float | None,
+              report: Callable[[RunTracker | NullTracker, dict], None] | None = None) -> dict:
+    """Run the children (on workers or here), log the summary to the sweep's MLflow run, return it;
+    ``report(tracker, summary)`` adds what a kind of sweep shows on its parent run (a table, a plot).
 
     Raises ``RuntimeError`` after the summary is logged when any child did not complete.
     """
@@ -104,6 +106,8 @@ def run_sweep(kind: str, base: ExperimentConfig, points: Sequence[Mapping[str, A
         summary = {"sweep": kind, "mlflow_run_id": tracker.run_id, "tracking_uri": uri,
                    "children": [{"label": c.label, "overrides": c.overrides, **c.outcome} for c in children]}
         tracker.log_sweep(summary)
+        if report is not None:
+            report(tracker, summary)
         failed = [c for c in children if c.outcome.get("state") != "Completed"]
         if failed:
             raise RuntimeError(f"{kind}: {len(failed)} of {len(children)} children did not complete: "

@@ -27,6 +27,13 @@ class DataConfig(_Strict):
     eval_images: Optional[str] = Field(None, description="dataset='folder': evaluation image folder")
     eval_labels: Optional[str] = Field(None, description="dataset='folder': evaluation label folder")
     num_classes: Optional[int] = Field(None, ge=1, le=255, description="dataset='folder': number of classes")
+    eval_dataset: Optional[str] = Field(
+        None, description="transfer: evaluate on another dataset than the training one (a registered name, or 'folder' "
+        "with eval_images / eval_labels / eval_num_classes); its eval_split is scored and its classes set the number of "
+        "clusters; default: data.dataset")
+    eval_data_root: Optional[str] = Field(None, description="transfer: data root of eval_dataset (default: data_root)")
+    eval_num_classes: Optional[int] = Field(None, ge=1, le=255, description="transfer to eval_dataset='folder': its "
+                                            "number of classes (default: num_classes)")
     train_limit: Optional[int] = Field(None, ge=2, description="use only the first N training images")
     eval_limit: Optional[int] = Field(None, ge=1, description="use only the first N evaluation images")
     five_crop: bool = Field(True, description="train on the 5 half-size crops of each training image")
@@ -38,6 +45,26 @@ class DataConfig(_Strict):
     exclude: tuple[str, ...] = Field(
         (), description="image or label files left out of both splits, as listed (a sample goes if its image or its "
         "label is here); preflight fills it under bad_files='skip', so the cache keys see the exclusion")
+
+    @model_validator(mode="after")
+    def _eval_classes_of_a_folder(self):
+        if self.eval_num_classes is not None and (self.eval_dataset or self.dataset) != "folder":
+            raise ValueError(f"data.eval_num_classes is for an evaluation folder; the evaluation dataset "
+                             f"{self.eval_dataset or self.dataset!r} has its own classes: leave it out")
+        return self
+
+    def evaluation(self) -> DataConfig:
+        """These settings as the evaluation split sees them: ``dataset``, ``data_root`` and ``num_classes`` are
+        the evaluation dataset's (``eval_dataset``, ``eval_data_root``, ``eval_num_classes`` folded in)."""
+        if self.eval_dataset is None and self.eval_data_root is None and self.eval_num_classes is None:
+            return self
+        dataset = self.eval_dataset or self.dataset
+        return self.model_copy(update={
+            "dataset": dataset, "data_root": self.eval_data_root or (self.data_root if dataset != "folder" else None),
+            "num_classes": (self.eval_num_classes or self.num_classes) if dataset == "folder" else None,
+            **({} if dataset == "folder" else {"eval_images": None, "eval_labels": None}),  # folder-only fields
+            "subset": self.subset if dataset == self.dataset else None,  # the training dataset's subset
+            "eval_dataset": None, "eval_data_root": None, "eval_num_classes": None})
 
     @field_validator("exclude")
     @classmethod
@@ -152,6 +179,22 @@ class LinearConfig(_Strict):
         "about 10x faster); default: every label pixel")
 
 
+class ReduceConfig(_Strict):
+    """Dimensionality-reduction baselines: the raw backbone features reduced to ``train.dim`` channels, then read
+    out exactly as the raw features and the STEGO code are (the raw baseline's k-means, the same linear probe)."""
+
+    methods: tuple[Literal["pca", "randproj"], ...] = Field(
+        (), description="reductions scored by every run, each as <method>_kmeans and <method>_linear: pca (fitted on a "
+        "token sample of the training features), randproj (a seeded Gaussian random projection); empty = none")
+    whiten: bool = Field(False, description="pca: divide each component by its standard deviation")
+    max_tokens: int = Field(200_000, ge=100, description="pca: training tokens sampled (seeded) to fit the components")
+
+    @field_validator("methods")
+    @classmethod
+    def _unique(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(value))
+
+
 class CrfConfig(_Strict):
     enabled: bool = True
     iterations: int = Field(10, ge=1)
@@ -189,6 +232,7 @@ class ExperimentConfig(_Strict):
     cluster: ClusterConfig = ClusterConfig()
     linear: LinearConfig = LinearConfig()
     crf: CrfConfig = CrfConfig()
+    reduce: ReduceConfig = ReduceConfig()
     memory: MemoryConfig = MemoryConfig()
     baselines: bool = Field(True, description="also score raw-feature k-means and linear probe")
 

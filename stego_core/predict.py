@@ -18,7 +18,6 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from stego_core.head import SegmentationHead
 from stego_core.probes import LinearProbe
 
 logger = logging.getLogger(__name__)
@@ -91,7 +90,7 @@ def predict(
         out = np.empty((len(features), *size), dtype=np.uint8)
     # Upsampled maps are (B, D, H, W) float32: cap B so a batch stays under max_batch_bytes (raw 384-d
     # features at 322 x 322 are 160 MB per image).
-    channels = head.dim if isinstance(head, SegmentationHead) else features.shape[1]
+    channels = getattr(head, "dim", None) or features.shape[1]  # a head's or a projection's code dimension
     batch = max(1, min(batch, int(max_batch_bytes // (4 * channels * size[0] * size[1]))))
     bar = tqdm(total=len(features), desc=desc, disable=not progress, leave=False)
     for rows, maps in dense_maps(features, features_flip, head, batch=batch, device=device):

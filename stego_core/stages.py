@@ -54,6 +54,7 @@ from stego_core.losses import ContrastiveCorrelationLoss
 from stego_core.metrics import ConfusionMatrix, scores_from_confusion
 from stego_core.predict import cluster_readout, linear_readout, predict
 from stego_core.probes import LinearProbe, train_cluster_probe, train_linear_probe
+from stego_core.reduction import PROJECTION_FILE, fit_pca, load_projection, random_projection, save_projection
 from stego_core.refine import refine_centroids
 from stego_core.sampling import PairSampler
 from stego_core.training import head_code, resolve_device, train_head
@@ -74,24 +75,28 @@ class SplitInfo:
 
 def split_info(cfg: ExperimentConfig, role: Role) -> SplitInfo:
     """The samples and label conventions of the training or evaluation split of ``cfg.data``."""
-    d = cfg.data
+    d = cfg.data if role == "train" else cfg.data.evaluation()  # transfer: another dataset's evaluation split
+    transfer = role == "eval" and cfg.data.eval_dataset is not None
     limit = d.train_limit if role == "train" else d.eval_limit
     if d.dataset == "folder":
         images = d.train_images if role == "train" else d.eval_images
         labels = d.train_labels if role == "train" else d.eval_labels
+        field = "data.eval_dataset" if transfer else "data.dataset"
         if not images:
-            raise ValueError(f"data.dataset='folder' needs data.{role}_images (a folder of images)")
+            raise ValueError(f"{field}='folder' needs data.{role}_images (a folder of images)")
         if d.subset is not None:
             raise ValueError("data.subset is for registered datasets with subsets (cocostuff27); leave it unset "
                              "for data.dataset='folder'")
         if labels and not d.num_classes:
-            raise ValueError("data.dataset='folder' with labels needs data.num_classes")
+            raise ValueError(f"{field}='folder' with labels needs "
+                             f"{'data.eval_num_classes' if transfer else 'data.num_classes'}")
         samples = list_samples(images, labels, limit=limit, exclude=d.exclude,
                                require_labels=bool(labels) and role == "eval" and d.bad_files == "error")
         k = d.num_classes or 1
         return SplitInfo(samples, k, tuple(str(i) for i in range(k)), "identity", 255)
     if d.dataset not in DATASETS:
-        raise ValueError(f"unknown dataset {d.dataset!r}; known: {', '.join(sorted(DATASETS))}, or 'folder'")
+        raise ValueError(f"unknown {'data.eval_dataset' if transfer else 'dataset'} {d.dataset!r}; known: "
+                         f"{', '.join(sorted(DATASETS))}, or 'folder'")
     spec = DATASETS[d.dataset]
     split = d.train_split if role == "train" else d.eval_split
     samples = dataset_samples(d.dataset, split, d.data_root, subset=d.subset, limit=limit, exclude=d.exclude)
@@ -279,6 +284,36 @@ def load_head(head_dir: Path, device: str | torch.device = "cpu") -> Segmentatio
     return head.to(device).eval()
 
 
+def load_code_map(folder: Path, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """What maps features to the code a readout reads: the projection of a reduce artifact
+    (``projection.json``), else the trained head of a train_head artifact."""
+    if (Path(folder) / PROJECTION_FILE).is_file():
+        return load_projection(folder, device)
+    return load_head(folder, device)
+
+
+# --------------------------------------------------------------------------------------- reduce
+def reduce_stage(cfg: ExperimentConfig, embed_dir: Path, out_dir: Path, method: Literal["pca", "randproj"],
+                 dim: int) -> dict:
+    """The training features' reduction to ``dim`` channels: PCA fitted on a seeded token sample
+    (``reduce.max_tokens``, drawn by :func:`~stego_core.access.sample_tokens`), or a Gaussian random
+    projection seeded by ``cfg.seed``; written as a :class:`~stego_core.reduction.Projection`."""
+    features = open_embedding(embed_dir).features
+    channels = int(features.shape[1])
+    summary: dict = {}
+    if method == "pca":
+        tokens = sample_tokens(features, max_tokens=cfg.reduce.max_tokens, seed=cfg.seed)
+        proj, summary = fit_pca(tokens, dim, whiten=cfg.reduce.whiten)
+        del tokens
+    elif method == "randproj":
+        proj = random_projection(channels, dim, seed=cfg.seed)
+    else:
+        raise ValueError(f"unknown reduction {method!r}; reduce.methods takes pca, randproj")
+    save_projection(proj, out_dir, method, summary)
+    return {"method": method, "in_dim": channels, "dim": dim,
+            **({"explained_variance_ratio": summary["explained_variance_ratio"]} if summary else {})}
+
+
 @contextlib.contextmanager
 def scratch_folder(out_dir: Path) -> Iterator[Path]:
     """A temporary folder beside ``out_dir`` (same disk as the artifacts), removed on exit: where a table over
@@ -288,14 +323,15 @@ def scratch_folder(out_dir: Path) -> Iterator[Path]:
 
 
 def _readout_maps(cfg: ExperimentConfig, embed_dir: Path, head_dir: Path | None, scratch: Path):
-    """The maps a readout trains on (the training code, or the raw features when ``head_dir`` is None), the
+    """The maps a readout trains on (the training code of a head or a projection, ``head_dir``, or the raw
+    features when it is None), the
     training labels, and where the maps are: the code is computed once, in memory within ``memory.host_gb``,
     else into a float32 file in ``scratch``; raw features are read from their memmap."""
     device = resolve_device(cfg.device)
     emb = open_embedding(embed_dir, device=device)
     if head_dir is None:
         return emb.features, emb.labels, "raw features read from the embed artifact"
-    code = head_code(load_head(head_dir, device), emb.features, device=device)
+    code = head_code(load_code_map(head_dir, device), emb.features, device=device)
     maps, placement = materialize(code, budget=MemoryBudget.from_config(cfg.memory), scratch=scratch, what="training code")
     return maps, emb.labels, placement
 
@@ -373,7 +409,7 @@ def predict_stage(cfg: ExperimentConfig, eval_embed_dir: Path, head_dir: Path | 
     batch into ``predictions.npy``; with ``use_crf`` one CRF process pool serves every batch."""
     data = open_embedding(eval_embed_dir)
     device = resolve_device(cfg.device)
-    head = load_head(head_dir, device) if head_dir is not None else None
+    head = load_code_map(head_dir, device) if head_dir is not None else None
     if (readout_dir / "centroids.npy").exists():
         readout, kind = cluster_readout(np.load(readout_dir / "centroids.npy"), cfg.cluster.temperature), "cluster"
     else:

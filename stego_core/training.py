@@ -249,7 +249,7 @@ def head_code(head: torch.nn.Module, features, *, device: str | torch.device = "
     exactly the rows of the whole table's code; :func:`stego_core.access.materialize` computes it once."""
     head.eval()
     device = torch.device(device)
-    dim = head.dim if isinstance(head, SegmentationHead) else None
+    dim = getattr(head, "dim", None)  # a SegmentationHead or a Projection
 
     @torch.no_grad()
     def code(block: np.ndarray) -> np.ndarray:

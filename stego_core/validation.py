@@ -62,13 +62,17 @@ class PreflightReport:
 
 
 def check_config(cfg: ExperimentConfig) -> None:
-    """What needs no file: the backbone exists and the resolutions are multiples of its patch size."""
+    """What needs no file: the backbone exists, the resolutions are multiples of its patch size, and a PCA
+    reduction's dimension is within the backbone's channels."""
     spec = get_backbone_spec(cfg.embed.backbone)
     for field in ("train_resolution", "eval_resolution"):
         value = getattr(cfg.embed, field)
         if value % spec.patch_size:
             raise ValueError(f"embed.{field}={value} is not a multiple of {spec.name}'s patch size {spec.patch_size}; "
                              f"use e.g. {value - value % spec.patch_size or spec.patch_size}")
+    if "pca" in cfg.reduce.methods and cfg.train.dim > spec.embed_dim:
+        raise ValueError(f"train.dim={cfg.train.dim} is more than {spec.name}'s {spec.embed_dim} channels: PCA cannot "
+                         f"reduce to it; lower train.dim or leave pca out of reduce.methods")
 
 
 def min_image_side(cfg: ExperimentConfig, role: str) -> int:

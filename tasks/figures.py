@@ -10,6 +10,7 @@ tracking layer (:mod:`tasks.tracking`) saves them as PNG artifacts with :func:`s
 * :func:`iou_figure`: per-class IoU bars, one group per class and one bar per method.
 * :func:`loss_figure`: the head's loss curves (total and self / KNN / random terms).
 * :func:`comparison_figure`: one metric across several runs (``stego compare --plot``).
+* :func:`dimension_figure`: mIoU and accuracy against the code dimension (``stego sweep --dims``).
 """
 from __future__ import annotations
 
@@ -201,6 +202,41 @@ def class_share_figure(class_names: Sequence[str], shares: Sequence[float], colo
     ax.set_xlabel("share of labelled pixels (%)")
     ax.set_title(title, fontsize=9)
     ax.grid(axis="x", alpha=0.3)
+    return fig
+
+
+def dimension_figure(rows: Sequence[Mapping], panels: Mapping[str, Sequence[str]]) -> Figure:
+    """Mean mIoU and accuracy against the code dimension, one line per method with the seeds' standard deviation
+    as error bars: rows = metric (mIoU, accuracy), columns = ``panels`` (e.g. cluster / linear methods).
+    ``rows``: ``{"dim", "method", "mIoU_mean", "mIoU_std", "accuracy_mean", "accuracy_std"}`` (fractions).
+
+    Raises:
+        ValueError: no rows.
+    """
+    if not rows:
+        raise ValueError("dimension_figure: no finished children to plot")
+    fig = Figure(figsize=(5.0 * len(panels), 7.0), dpi=80, layout="constrained")
+    axes = fig.subplots(2, len(panels), squeeze=False)
+    dims = sorted({r["dim"] for r in rows})
+    for c, (panel, methods) in enumerate(panels.items()):
+        for r, metric in enumerate(("mIoU", "accuracy")):
+            ax = axes[r, c]
+            for method in methods:
+                points = sorted((row["dim"], row[f"{metric}_mean"], row[f"{metric}_std"]) for row in rows
+                                if row["method"] == method)
+                if points:
+                    x, mean, std = (np.asarray(v, dtype=float) for v in zip(*points))
+                    ax.errorbar(x, 100 * mean, yerr=100 * std, label=method, marker="o", capsize=3,
+                                ls="--" if method.startswith("raw") else "-")
+            ax.set_xscale("log")
+            ax.minorticks_off()
+            ax.set_xticks(dims, [str(d) for d in dims])
+            ax.set_xlabel("code dimension (train.dim)")
+            ax.set_ylabel(f"{metric} (%)")
+            ax.set_title(f"{panel}: {metric}", fontsize=9)
+            ax.grid(alpha=0.3)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=7)
     return fig
 
 

@@ -104,11 +104,26 @@ def train_head_task(config: dict, inputs: dict[str, str], store_root: str, setti
     return ref
 
 
+@stage_task("reduce")
+def reduce_task(config: dict, inputs: dict[str, str], store_root: str, settings: dict | None = None) -> dict:
+    store = open_store(store_root)
+    cfg, args = config_from_view(config, settings)
+    embed = _path(store, "embed", inputs, "embed")
+    return run_stage(store, "reduce", config, inputs,
+                     lambda out: core.reduce_stage(cfg, embed, out, args["method"], args["dim"]))
+
+
+def _code_map(store: Store, inputs: dict[str, str]) -> Path | None:
+    """The folder of what maps features to the code the readout reads: the head (input ``head``), a
+    projection (input ``reduce``), or None for the raw features."""
+    return _path(store, "train_head", inputs, "head") or _path(store, "reduce", inputs, "reduce")
+
+
 @stage_task("cluster")
 def cluster_task(config: dict, inputs: dict[str, str], store_root: str, settings: dict | None = None) -> dict:
     store = open_store(store_root)
     cfg, args = config_from_view(config, settings)
-    embed, head = _path(store, "embed", inputs, "embed"), _path(store, "train_head", inputs, "head")
+    embed, head = _path(store, "embed", inputs, "embed"), _code_map(store, inputs)
     return run_stage(store, "cluster", config, inputs,
                      lambda out: core.cluster_stage(cfg, embed, head, out, args["num_classes"], args["method"]))
 
@@ -117,7 +132,7 @@ def cluster_task(config: dict, inputs: dict[str, str], store_root: str, settings
 def linear_probe_task(config: dict, inputs: dict[str, str], store_root: str, settings: dict | None = None) -> dict:
     store = open_store(store_root)
     cfg, args = config_from_view(config, settings)
-    embed, head = _path(store, "embed", inputs, "embed"), _path(store, "train_head", inputs, "head")
+    embed, head = _path(store, "embed", inputs, "embed"), _code_map(store, inputs)
     return run_stage(store, "linear_probe", config, inputs,
                      lambda out: core.linear_stage(cfg, embed, head, out, args["num_classes"]))
 
@@ -126,7 +141,7 @@ def linear_probe_task(config: dict, inputs: dict[str, str], store_root: str, set
 def predict_task(config: dict, inputs: dict[str, str], store_root: str, settings: dict | None = None) -> dict:
     store = open_store(store_root)
     cfg, args = config_from_view(config, settings)
-    embed, head = _path(store, "embed", inputs, "embed"), _path(store, "train_head", inputs, "head")
+    embed, head = _path(store, "embed", inputs, "embed"), _code_map(store, inputs)
     readout = _path(store, args["readout_stage"], inputs, "readout")
     return run_stage(store, "predict", config, inputs,
                      lambda out: core.predict_stage(cfg, embed, head, readout, out, use_crf=args["crf"]))

@@ -4,7 +4,7 @@ One MLflow run per pipeline run (a sweep passes ``parent_run_id`` to nest its me
 holds, and under which names:
 
 * params: the resolved config flattened to dotted names (``train.lr``, ``loss.b_self``, ...);
-* tags: ``dataset``, ``backbone``, ``preset`` (+ ``data_subset``), ``mlflow.source.git.commit`` (+ ``git_dirty``),
+* tags: ``dataset``, ``eval_dataset``, ``backbone``, ``preset`` (+ ``data_subset``), ``mlflow.source.git.commit`` (+ ``git_dirty``),
   ``prefect.flow_run_id`` / ``prefect.flow_run_url`` when Prefect knows them, ``artifact_root`` and
   ``artifact.<stage>`` = the stage's artifact key (a run can be traced to its cached artifacts);
 * metrics: ``train/loss``, ``train/loss_self``, ``train/loss_knn``, ``train/loss_rand`` per step
@@ -201,13 +201,14 @@ def prefect_tags() -> dict[str, str]:
 
 
 def config_tags(config: Mapping[str, Any]) -> dict[str, str]:
-    """``dataset``, ``backbone``, ``preset``; ``data_subset`` (``curated`` / ``full``) for a dataset with
-    subsets, so a run on COCO-Stuff's full 2017 split is never mistaken for one on the paper's lists."""
-    tags = {"dataset": str(config["data"]["dataset"]), "backbone": str(config["embed"]["backbone"]),
-            "preset": str(config.get("preset") or "none")}
-    subset = config["data"].get("subset")
-    if subset is not None:
-        tags["data_subset"] = str(subset)
+    """``dataset`` (the training one), ``eval_dataset`` (the one scored: itself unless a transfer), ``backbone``,
+    ``preset``; ``data_subset`` (``curated`` / ``full``) for a dataset with subsets, so a run on COCO-Stuff's
+    full 2017 split is never mistaken for one on the paper's lists."""
+    data = config["data"]
+    tags = {"dataset": str(data["dataset"]), "eval_dataset": str(data.get("eval_dataset") or data["dataset"]),
+            "backbone": str(config["embed"]["backbone"]), "preset": str(config.get("preset") or "none")}
+    if data.get("subset") is not None:
+        tags["data_subset"] = str(data["subset"])
     return tags
 
 
@@ -329,6 +330,18 @@ class RunTracker:
                                       "sweep.failed": len(states) - states.count("Completed")})
         self.client.log_text(self.run_id, redact(json.dumps(summary, indent=1)), "sweep.json")
 
+    def log_report(self, texts: Mapping[str, str], figures: Mapping[str, Any] | None = None) -> None:
+        """Text artifacts (``{file name: content}``, e.g. a table) and figures (``figures/<name>.png``)."""
+        from tasks.figures import save_png
+
+        for name, text in texts.items():
+            self.client.log_text(self.run_id, text, name)
+        with tempfile.TemporaryDirectory(prefix="stego-mlflow-") as tmp:
+            for name, fig in (figures or {}).items():
+                save_png(fig, Path(tmp) / "figures" / f"{name}.png")
+            if figures:
+                self.client.log_artifacts(self.run_id, tmp)
+
     # -- ending
     def __enter__(self) -> RunTracker:
         return self
@@ -367,6 +380,7 @@ class NullTracker:
     def log_result(self, *args: Any, **kwargs: Any) -> None: ...
     def log_sweep(self, *args: Any, **kwargs: Any) -> None: ...
     def log_bad_files(self, *args: Any, **kwargs: Any) -> None: ...
+    def log_report(self, *args: Any, **kwargs: Any) -> None: ...
 
     def __enter__(self) -> NullTracker:
         return self

@@ -16,6 +16,7 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "embed": ("data", "embed", "device", "train"),
     "knn": ("knn",),
     "train_head": ("loss", "train", "knn", "seed", "device"),
+    "reduce": ("reduce", "seed"),
     "cluster": ("cluster", "seed", "device"),
     "linear_probe": ("linear", "seed", "device"),
     "predict": ("cluster", "crf", "device"),
@@ -30,6 +31,11 @@ CLUSTER_FIELDS = {
     "consensus": ("num_clusters", "kmeans_restarts", "kmeans_max_tokens", "overcluster", "refine_steps"),
     "probe": ("num_clusters", "probe_steps", "probe_lr", "probe_batch_size", "refine_steps"),
 }
+
+
+# The reduce stage reads only the fields of its method (adding randproj to reduce.methods, or whitening
+# the PCA, leaves the other reductions' keys alone); its dimension (train.dim) is a stage argument.
+REDUCE_FIELDS = {"pca": ("whiten", "max_tokens"), "randproj": ()}
 
 
 # Fields that change how a stage runs but not what it writes: left out of every key (a changed
@@ -50,8 +56,11 @@ EMBED_TRAIN_FIELDS = ("features",)  # train.features=recompute: the training emb
 # reuses the crops, training features, KNN table and head.
 DATA_FIELDS_OF_ONE_SPLIT = {
     "train": ("train_split", "train_images", "train_labels", "train_limit", "five_crop", "crop_ratio"),
-    "eval": ("eval_split", "eval_images", "eval_labels", "eval_limit"),
+    "eval": ("eval_split", "eval_images", "eval_labels", "eval_limit", "eval_dataset", "eval_data_root", "eval_num_classes"),
 }
+# The evaluation side is keyed on the evaluation dataset's own settings (DataConfig.evaluation): an evaluation
+# split embedded for one training dataset is the same artifact for any other (a transfer matrix embeds it once).
+TRANSFER_FIELDS = ("eval_dataset", "eval_data_root", "eval_num_classes")
 
 
 EMBED_FIELDS_OF_ONE_SPLIT = {"train": ("train_resolution",), "eval": ("eval_resolution", "flip_tta")}
@@ -75,14 +84,19 @@ def stage_view(stage: str, cfg: ExperimentConfig, **args: Any) -> dict:
             view["train"] = {k: full["train"][k] for k in EMBED_TRAIN_FIELDS}
     if "data" in view:
         other = "train" if args.get("role") == "eval" else "eval"  # crop reads the training split
+        if other == "train":
+            view["data"] = cfg.data.evaluation().model_dump(mode="json")
         # bad_files only decides what preflight puts in data.exclude, which is keyed itself.
-        view["data"] = {k: v for k, v in view["data"].items() if k not in DATA_FIELDS_OF_ONE_SPLIT[other] + ("bad_files",)}
+        drop = DATA_FIELDS_OF_ONE_SPLIT[other] + TRANSFER_FIELDS + ("bad_files",)
+        view["data"] = {k: v for k, v in view["data"].items() if k not in drop}
         if view["data"].get("subset") is None:  # datasets without subsets: keyed as before the field existed
             view["data"].pop("subset", None)
         if stage == "embed":
             view["embed"] = {k: v for k, v in view["embed"].items() if k not in EMBED_FIELDS_OF_ONE_SPLIT[other]}
     if stage == "cluster":
         view["cluster"] = {k: full["cluster"][k] for k in CLUSTER_FIELDS[args["method"]]}
+    if stage == "reduce":
+        view["reduce"] = {k: full["reduce"][k] for k in REDUCE_FIELDS[args["method"]]}
     if stage == "predict":
         view["cluster"] = {"temperature": full["cluster"]["temperature"]}
         if not args.get("crf"):

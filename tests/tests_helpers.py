@@ -19,16 +19,16 @@ TINY = [
 SYNTHETIC_CLASSES = 3
 
 
-def synthetic_folder(root: Path, name: str, count: int, seed: int) -> tuple[Path, Path]:
-    """``count`` random 64x48 RGB images with blocky 3-class labels."""
+def synthetic_folder(root: Path, name: str, count: int, seed: int, classes: int = SYNTHETIC_CLASSES) -> tuple[Path, Path]:
+    """``count`` random 64x48 RGB images with blocky ``classes``-class labels (3 by default)."""
     rng = np.random.default_rng(seed)
     images, labels = root / name / "images", root / name / "labels"
     images.mkdir(parents=True)
     labels.mkdir(parents=True)
     for i in range(count):
-        base = rng.integers(0, SYNTHETIC_CLASSES, size=(6, 8))
+        base = rng.integers(0, classes, size=(6, 8))
         label = np.kron(base, np.ones((8, 8), dtype=np.int64)).astype(np.uint8)
-        pixels = (label[..., None] * 70 + rng.integers(0, 60, size=(48, 64, 3))).astype(np.uint8)
+        pixels = (label[..., None] * (210 // classes) + rng.integers(0, 60, size=(48, 64, 3))).astype(np.uint8)
         Image.fromarray(pixels).save(images / f"{name}{i:02d}.png")
         Image.fromarray(label).save(labels / f"{name}{i:02d}.png")
     return images, labels

@@ -12,9 +12,10 @@ from flows.deploy import PREFECT_FILE, read_deployments, register, worker_comman
 
 def test_the_shipped_deployments_file_names_every_flow_and_pool() -> None:
     entries = {e["name"]: e for e in read_deployments(PREFECT_FILE)}
-    assert set(entries) == {"stego-pipeline", "embed-shard", "backbone-sweep", "param-sweep", "stego-predict"}
+    assert set(entries) == {"stego-pipeline", "embed-shard", "backbone-sweep", "param-sweep", "dim-sweep", "stego-predict"}
     assert {n: e["work_pool"]["name"] for n, e in entries.items()} == {
-        "stego-pipeline": "gpu", "embed-shard": "gpu", "backbone-sweep": "cpu", "param-sweep": "cpu", "stego-predict": "gpu"}
+        "stego-pipeline": "gpu", "embed-shard": "gpu", "backbone-sweep": "cpu", "param-sweep": "cpu", "dim-sweep": "cpu",
+        "stego-predict": "gpu"}
     for e in entries.values():  # entrypoints resolve from the project root, where `stego deploy` runs
         path, func = e["entrypoint"].split(":")
         assert f"def {func}(" in (PREFECT_FILE.parents[1] / path).read_text()
@@ -74,6 +75,10 @@ def test_result_storage_on_an_fsspec_url_is_the_server_default_and_holds_flow_re
     (["--backbone", "resnet50", "--grid", "loss.b_self=0.1,0.2"], "either --backbone"),
     ([], "either --backbone"),
     (["--grid", "loss.b_slef=0.1,0.2", "--local"], "unknown config key 'loss.b_slef'"),
+    (["--dims", "3,x"], "--dims: dimensions are integers >= 1, got ['x']"),
+    (["--dims", "3", "--seeds", "-1"], "--seeds: seeds are integers >= 0"),
+    (["--dims", "3", "--backbone", "resnet50"], "either --backbone"),
+    (["--dims", "3,500", "--local"], "train.dim=500 is more than dinov2_vits14's 384 channels"),
 ])
 def test_sweep_command_refuses_bad_arguments_before_contacting_a_server(args, message) -> None:
     from typer.testing import CliRunner

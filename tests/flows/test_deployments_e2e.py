@@ -72,11 +72,11 @@ def children_of(client, parent_id) -> list:
 
 def test_deploy_registers_every_deployment_with_its_pool(cluster: LocalCluster, client) -> None:
     for name in ("stego_pipeline/stego-pipeline", "backbone_sweep/backbone-sweep", "param_sweep/param-sweep",
-                 "stego_predict/stego-predict", "embed_shard/embed-shard"):
+                 "dim_sweep/dim-sweep", "stego_predict/stego-predict", "embed_shard/embed-shard"):
         assert f"deployed {name}" in cluster.deploy_output
     pools = {d.name: d.work_pool_name for d in client.read_deployments()}
-    assert pools == {"stego-pipeline": "gpu", "backbone-sweep": "cpu", "param-sweep": "cpu", "stego-predict": "gpu",
-                     "embed-shard": "gpu"}
+    assert pools == {"stego-pipeline": "gpu", "backbone-sweep": "cpu", "param-sweep": "cpu", "dim-sweep": "cpu",
+                     "stego-predict": "gpu", "embed-shard": "gpu"}
     assert {p.name: p.type for p in client.read_work_pools()} == {"gpu": "process", "cpu": "process"}
 
 

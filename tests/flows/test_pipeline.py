@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from flows.pipeline import METHODS, stego_pipeline
+from flows.pipeline import METHODS, REDUCTION_METHODS, stego_pipeline
 from stego_core.presets import build_config
 from tests_helpers import TINY
 
@@ -31,7 +31,7 @@ def test_writes_all_methods_with_real_metrics(first_run):
     result, _, out = first_run
     written = json.loads((out / "metrics.json").read_text())
     assert set(written) == {"metrics", "config"}
-    assert set(written["metrics"]) == set(METHODS)
+    assert set(written["metrics"]) == set(METHODS) | set(REDUCTION_METHODS)  # the CamVid presets score the reductions
     for name, m in written["metrics"].items():
         assert 0.0 <= m["accuracy"] <= 1.0 and 0.0 <= m["mIoU"] <= 1.0, name
         assert len(m["per_class_iou"]) == 11
@@ -60,7 +60,8 @@ def test_changed_parameter_recomputes_only_the_stages_below(first_run, camvid_ro
     changed = stego_pipeline(config=tiny_config(camvid_root, "train.lr=0.001"), artifact_root=str(art))
     c = changed["cached"]
     upstream = ["crop", "embed_train", "embed_eval", "knn", "readout_raw_cluster", "readout_raw_linear",
-                "predict_raw_kmeans", "predict_raw_linear"]
+                "predict_raw_kmeans", "predict_raw_linear", "reduce_pca", "reduce_randproj", "readout_pca_cluster",
+                "readout_randproj_linear", "predict_pca_kmeans", "predict_randproj_linear"]
     downstream = ["head", "readout_stego_cluster", "readout_stego_linear", "predict_stego_cluster",
                   "predict_stego_linear", "predict_stego_cluster_crf", "evaluate"]
     assert all(c[s] for s in upstream), c
@@ -93,7 +94,7 @@ def test_unlabelled_training_folder_runs_the_cluster_methods_only(prefect_harnes
               f"data.eval_labels={ev_lab}", "data.num_classes=11", "crf.enabled=false"]
     cfg = build_config("camvid-quick", overrides=[*TINY, *folder])
     result = stego_pipeline(config=cfg, artifact_root=str(tmp_path / "art"), output=str(tmp_path / "run"))
-    assert set(result["metrics"]) == {"stego_cluster", "raw_kmeans"}
+    assert set(result["metrics"]) == {"stego_cluster", "raw_kmeans", "pca_kmeans", "randproj_kmeans"}  # label-free only
     assert all(0 < m["accuracy"] <= 1 for m in result["metrics"].values())
     assert (tmp_path / "run" / "model" / "centroids.npy").exists()
 
@@ -114,7 +115,7 @@ def test_raw_baseline_ignores_the_stego_readout_options_and_baselines_off_skips_
     assert changed["metrics"]["raw_kmeans"] == result["metrics"]["raw_kmeans"]
     chosen = json.loads((art / "cluster" / changed["artifacts"]["readout_stego_cluster"] / "clustering.json").read_text())
     assert len(chosen["entropy"]) == 1 and chosen["chosen"] == 0
-    no_raw = stego_pipeline(config=tiny_config(camvid_root, "baselines=false"), artifact_root=str(art))
+    no_raw = stego_pipeline(config=tiny_config(camvid_root, "baselines=false", "reduce.methods=[]"), artifact_root=str(art))
     assert set(no_raw["metrics"]) == {"stego_cluster", "stego_cluster_crf", "stego_linear"}
     assert no_raw["metrics"]["stego_cluster"] == result["metrics"]["stego_cluster"]
 

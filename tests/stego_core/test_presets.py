@@ -105,3 +105,10 @@ def test_bad_yaml_and_unknown_keys_in_files(tmp_path):
         build_config(config_file=unknown)
     with pytest.raises(ConfigError, match="does not exist"):
         build_config(config_file=tmp_path / "missing.yaml")
+
+
+def test_the_camvid_presets_score_the_reductions_and_the_default_does_not():
+    for name in ("camvid-dinov2s14", "camvid-quick"):
+        assert build_config(name).reduce.methods == ("pca", "randproj"), name
+    assert build_config().reduce.methods == ()
+    assert build_config("camvid-quick", overrides=["reduce.methods=[]"]).reduce.methods == ()

@@ -32,6 +32,12 @@ def test_view_round_trips_to_the_fields_the_stage_reads():
     ("linear.loss_resolution=16", "linear_probe", {"num_classes": 11}, True),
     ("data.crop_ratio=0.4", "crop", {}, True),
     ("data.crop_ratio=0.4", "evaluate", {}, False),
+    ("reduce.whiten=true", "reduce", {"method": "pca", "dim": 70}, True),
+    ("reduce.max_tokens=1000", "reduce", {"method": "pca", "dim": 70}, True),
+    ("reduce.whiten=true", "reduce", {"method": "randproj", "dim": 70}, False),
+    ("reduce.methods=[pca]", "reduce", {"method": "pca", "dim": 70}, False),
+    ("seed=3", "reduce", {"method": "randproj", "dim": 70}, True),
+    ("train.lr=0.01", "reduce", {"method": "pca", "dim": 70}, False),
 ])
 def test_a_field_changes_exactly_the_views_that_hold_it(override, stage, args, changes):
     base, changed = build_config("camvid-quick"), build_config("camvid-quick", overrides=[override])
@@ -39,7 +45,8 @@ def test_a_field_changes_exactly_the_views_that_hold_it(override, stage, args, c
 
 
 def test_every_stage_has_a_view():
-    assert set(STAGE_SECTIONS) == {"crop", "embed", "knn", "train_head", "cluster", "linear_probe", "predict", "evaluate"}
+    assert set(STAGE_SECTIONS) == {"crop", "embed", "knn", "train_head", "reduce", "cluster", "linear_probe", "predict",
+                                  "evaluate"}
 
 
 def test_the_training_side_is_keyed_without_the_evaluation_split_and_back() -> None:
@@ -57,3 +64,35 @@ def test_the_training_side_is_keyed_without_the_evaluation_split_and_back() -> N
     fewer = build_config("camvid-quick", overrides=["data.train_limit=7"])
     assert stage_view("embed", val, role="eval") == stage_view("embed", fewer, role="eval")
     assert stage_view("crop", val) != stage_view("crop", fewer)
+
+
+def folder_data(train: str, evaluate: str, classes: int, **extra) -> dict:
+    return {"dataset": "folder", "train_images": f"/d/{train}/images", "train_labels": f"/d/{train}/labels",
+            "eval_images": f"/d/{evaluate}/images", "eval_labels": f"/d/{evaluate}/labels", "num_classes": classes, **extra}
+
+
+def test_a_transfer_keys_each_side_as_its_own_dataset_alone() -> None:
+    """Training on A and scoring on B: the training side is A's (as when A is scored on itself), the
+    evaluation embedding B's (as when B is trained and scored on itself), for folders and registered datasets."""
+    a_on_a = ExperimentConfig.model_validate({"data": folder_data("a", "a", 3)})
+    b_on_b = ExperimentConfig.model_validate({"data": folder_data("b", "b", 5)})
+    a_on_b = ExperimentConfig.model_validate({"data": {**folder_data("a", "b", 3), "eval_dataset": "folder",
+                                                       "eval_num_classes": 5}})
+    assert stage_view("embed", a_on_b, role="eval") == stage_view("embed", b_on_b, role="eval")
+    assert stage_view("embed", a_on_b, role="train") == stage_view("embed", a_on_a, role="train")
+    assert stage_view("crop", a_on_b) == stage_view("crop", a_on_a)
+    assert stage_view("embed", a_on_b, role="eval") != stage_view("embed", a_on_a, role="eval")
+    camvid = ExperimentConfig.model_validate({"data": {"data_root": "/x"}})
+    a_on_camvid = ExperimentConfig.model_validate({"data": {**folder_data("a", "a", 3), "eval_dataset": "camvid",
+                                                            "eval_data_root": "/x"}})
+    assert stage_view("embed", a_on_camvid, role="eval") == stage_view("embed", camvid, role="eval")
+    assert stage_view("embed", a_on_camvid, role="train") == stage_view("embed", a_on_a, role="train")
+    back, _ = config_from_view(stage_view("embed", a_on_b, role="eval"))
+    assert back.data.dataset == "folder" and back.data.num_classes == 5 and back.data.eval_images == "/d/b/images"
+
+
+def test_eval_num_classes_belongs_to_an_evaluation_folder() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="data.eval_num_classes is for an evaluation folder"):
+        ExperimentConfig.model_validate({"data": {"eval_dataset": "camvid", "eval_num_classes": 4}})
