@@ -231,16 +231,10 @@ def scores_from_confusion(
 
 
 def _read_ids(path: Path, role: str) -> np.ndarray:
-    """Read a single-channel PNG of integer ids as a 2-D array."""
-    from PIL import Image
+    """Read a single-channel PNG of integer ids as a 2-D array (errors name the file)."""
+    from stego_core.data.io import read_id_map
 
-    with Image.open(path) as img:
-        if img.mode not in ("L", "P", "I", "I;16", "I;16B", "I;16L"):
-            raise ValueError(
-                f"evaluate_folders: {role} {path} has image mode {img.mode!r}; expected a "
-                f"single-channel PNG of integer ids (mode L, P, I or I;16), not a colour rendering."
-            )
-        return np.asarray(img).astype(np.int64)
+    return read_id_map(path, role).astype(np.int64)
 
 
 def _paired_pngs(pred_dir: Path, label_dir: Path) -> list[tuple[Path, Path]]:

@@ -93,6 +93,27 @@ def check_reachable(uri: str, timeout_s: float = PROBE_TIMEOUT_S) -> None:
         ) from None
 
 
+def open_client(uri: str) -> Any:
+    """An ``MlflowClient`` on the store ``uri``, checked to answer.
+
+    Raises:
+        TrackingUnavailable: an ``http(s)://`` server accepts no connection (see :func:`check_reachable`).
+        ValueError: ``uri`` is not a store MLflow can open (an unknown scheme, a file store).
+    """
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    check_reachable(uri)
+    try:
+        client = MlflowClient(tracking_uri=uri)
+        client.search_experiments(max_results=1)
+    except MlflowException as exc:
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        raise ValueError(f"--tracking-uri {redact(uri)} is not an MLflow store that can be opened ({first}); "
+                         "pass sqlite:///FILE.db or the http://HOST:PORT of an `mlflow server`") from None
+    return client
+
+
 # ------------------------------------------------------------------------------- store and names
 def local_tracking_uri(home: str | Path) -> str:
     """``sqlite:///<home>/mlflow.db`` (absolute): the embedded default store."""

@@ -11,7 +11,7 @@ from .dataset import SegmentationDataset
 from .errors import DataError
 from .dataset import CropArrays
 from .five_crop import CROP_FILES, five_crop_boxes, write_crops
-from .io import check_image, check_label, check_label_ids, load_image, load_label, load_resized_image
+from .io import check_image, check_label, check_label_ids, load_image, load_label, load_resized_image, read_id_map
 from .label_maps import IGNORE, LABEL_MAPS, apply_label_map
 from .registry import (
     DATA_ROOT_ENV,
@@ -35,6 +35,6 @@ __all__ = [
     "DATA_ROOT_ENV", "DataError", "DatasetSpec", "IGNORE", "IMAGE_EXTENSIONS", "LABEL_MAPS",
     "SegmentationDataset", "Sample", "apply_label_map", "check_image", "check_label",
     "check_label_ids", "dataset_samples", "exclude_samples", "five_crop_boxes", "get_dataset", "image_to_tensor", "list_datasets", "list_samples",
-    "load_image", "load_label", "load_resized_image", "resize_center_crop_geometry",
+    "load_image", "load_label", "load_resized_image", "read_id_map", "resize_center_crop_geometry",
     "resize_center_crop_image", "resize_center_crop_label", "resolve_data_root", "write_crops",
 ]
