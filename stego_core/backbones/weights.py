@@ -105,7 +105,7 @@ def _load_failure(err: BaseException) -> str:
     plain checkpoint runs to paragraphs and advises turning the weights-only guard off, which is
     unsafe for a file of unknown origin; this never does."""
     text = str(err)
-    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    found = re.search(r"[Uu]nsupported (?:global: )?GLOBAL ([\w.]+)", text)
     if found:
         return (f"it holds a pickled {found.group(1)} object, which is refused: unpickling it could run code "
                 "(only tensors, containers and numbers are read)")
