@@ -254,9 +254,9 @@ def worker(
     import socket
     import subprocess
 
-    from flows.deploy import api_url, worker_command, worker_env
+    from flows.deploy import check_server, worker_command, worker_env
 
-    api_url()
+    check_server()  # a worker would retry a missing server forever
     worker_name = name or "-".join([pool, socket.gethostname()] + ([f"gpu{gpu}"] if gpu is not None else []))
     typer.echo(f"worker {worker_name} on pool {pool!r} (limit {limit}{', CUDA_VISIBLE_DEVICES=' + gpu if gpu is not None else ''})")
     import signal

@@ -84,12 +84,15 @@ def write_log(exc: BaseException, argv: list[str], extra: str = "") -> Path | No
     return None
 
 
-def _first_line(text: str) -> tuple[str, bool]:
-    """The first non-empty line of ``text`` (cut at MAX_LINE) and whether anything was left out."""
+def one_line(text: str) -> tuple[str, bool]:
+    """``text`` on one line (a line ending in ``:`` runs on into the next, others are joined by
+    ``; ``), cut at MAX_LINE characters, and whether anything was cut."""
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    first = lines[0] if lines else ""
-    cut = len(first) > MAX_LINE
-    return (first[:MAX_LINE] + " ..." if cut else first), cut or len(lines) > 1
+    joined = ""
+    for line in lines:
+        joined += line if not joined else (" " if joined.endswith(":") else "; ") + line
+    cut = len(joined) > MAX_LINE
+    return (joined[:MAX_LINE] + " ..." if cut else joined), cut
 
 
 def report(exc: BaseException, *, debug: bool, argv: list[str] | None = None) -> tuple[int, str]:
@@ -98,13 +101,13 @@ def report(exc: BaseException, *, debug: bool, argv: list[str] | None = None) ->
     message = expected_message(exc)
     shown = "".join(traceback.format_exception(exc)) if debug else ""
     if message is not None:
-        line, longer = _first_line(message)
-        if longer:
+        line, cut = one_line(message)
+        if cut:
             log = write_log(exc, argv, extra=f"message:\n{message}\n\n")
             line += f" (the whole message: {log})" if log else ""
         return 2, shown + f"error: {line}"
     log = write_log(exc, argv)
-    summary, _ = _first_line(str(exc))
+    summary, _ = one_line(str(exc))
     where = f"the full traceback is in {log}" if log else "the log could not be written"
     hint = "" if debug else "; rerun with `stego --debug ...` to print it"
     return 1, shown + (f"error: unexpected {type(exc).__name__}{': ' + summary if summary else ''} "

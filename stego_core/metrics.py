@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from stego_core.data.io import check_label_ids, read_id_map
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["ConfusionMatrix", "hungarian_match", "scores_from_confusion", "evaluate_folders"]
@@ -232,8 +234,6 @@ def scores_from_confusion(
 
 def _read_ids(path: Path, role: str) -> np.ndarray:
     """Read a single-channel PNG of integer ids as a 2-D array (errors name the file)."""
-    from stego_core.data.io import read_id_map
-
     return read_id_map(path, role).astype(np.int64)
 
 
@@ -307,6 +307,7 @@ def evaluate_folders(
     matrix = ConfusionMatrix(num_predictions, num_classes, ignore_index)
     for pred_path, label_path in pairs:
         pred, label = _load_pair(pred_path, label_path)
+        check_label_ids(label, num_classes=num_classes, ignore_index=ignore_index, source=label_path)
         try:
             matrix.update(pred, label)
         except ValueError as err:
