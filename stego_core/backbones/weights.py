@@ -21,6 +21,7 @@ import logging
 import os
 import pickle
 import re
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -81,7 +82,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
             with torch.serialization.safe_globals([argparse.Namespace]):
                 obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # corrupt, truncated, pickled code, wrong format
-        raise ValueError(f"could not read weights file {str(path)!r}: {_load_failure(err)}; {_WEIGHTS_HINT}") from err
+        raise ValueError(f"could not read weights file {str(path)!r}: {_load_failure(err, path)}; {_WEIGHTS_HINT}") from err
     while isinstance(obj, Mapping) and not any(isinstance(v, Tensor) for v in obj.values()):
         wrapper = next((k for k in _WRAPPER_KEYS if isinstance(obj.get(k), Mapping)), None)
         if wrapper is None:
@@ -100,7 +101,7 @@ _WEIGHTS_HINT = ("pass a PyTorch checkpoint of tensors (.pth/.pt, e.g. torch.sav
                  "or a .safetensors file")
 
 
-def _load_failure(err: BaseException) -> str:
+def _load_failure(err: BaseException, path: Path) -> str:
     """Why a weights file did not load, in one line. torch's own message for a file that is not a
     plain checkpoint runs to paragraphs and advises turning the weights-only guard off, which is
     unsafe for a file of unknown origin; this never does."""
@@ -111,7 +112,8 @@ def _load_failure(err: BaseException) -> str:
                 "(only tensors, containers and numbers are read)")
     if isinstance(err, EOFError) or "central directory" in text:
         return "it is truncated or corrupt (the checkpoint's archive is incomplete)"
-    if isinstance(err, (pickle.UnpicklingError, KeyError)) or "Weights only load failed" in text:
+    if path.suffix != ".safetensors" and not zipfile.is_zipfile(path) or isinstance(err, pickle.UnpicklingError) \
+            or "Weights only load failed" in text:  # a checkpoint is a zip archive (or an old-style pickle)
         return "it is not a PyTorch checkpoint (it cannot be read as tensors)"
     first = next((line.strip() for line in text.splitlines() if line.strip()), "")
     return f"{type(err).__name__}: {first.split('. ')[0][:300]}"
