@@ -20,6 +20,7 @@ import datetime as _dt
 import errno
 import logging
 import os
+import re
 import sys
 import tempfile
 import traceback
@@ -30,6 +31,7 @@ EXPECTED: tuple[type[BaseException], ...] = (
     ConnectionError, TimeoutError,
 )
 DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
+SHORT_WRITE = re.compile(r"\d+ requested and \d+ written")  # numpy's tofile/save on a full disk: no errno
 OWN_PACKAGES = tuple(str(Path(__file__).resolve().parents[1] / name) + os.sep for name in ("flows", "tasks", "stego_core"))
 DEBUG_ENV = "STEGO_DEBUG"
 MAX_LINE = 600  # characters of a message shown on the terminal; the rest is in the log
@@ -48,9 +50,9 @@ def raised_by_project(exc: BaseException) -> bool:
 
 def expected_message(exc: BaseException) -> str | None:
     """The message of an expected failure, ``None`` for an unexpected one (a bug)."""
-    if isinstance(exc, OSError) and exc.errno in DISK_FULL:
+    if isinstance(exc, OSError) and (exc.errno in DISK_FULL or SHORT_WRITE.fullmatch(str(exc))):
         where = f" writing {exc.filename}" if exc.filename else ""
-        return (f"no space left on the device{where} ({os.strerror(exc.errno)}); free space there, or point "
+        return (f"no space left on the device{where} ({os.strerror(errno.ENOSPC)}: {exc}); free space there, or point "
                 "--artifact-root / $STEGO_HOME at a larger disk, and rerun (finished stages are reused)")
     if isinstance(exc, EXPECTED) or (isinstance(exc, RuntimeError) and raised_by_project(exc)):
         text = str(exc).strip()
