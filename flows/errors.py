@@ -164,6 +164,14 @@ def divert_logged_tracebacks(argv: list[str] | None = None) -> None:
                                        if isinstance(lg, logging.Logger)]
     for lg in loggers:
         for handler in lg.handlers:
-            if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler) \
-                    and not isinstance(handler.formatter, _OneLineFormatter):
+            if _on_terminal(handler) and not isinstance(handler.formatter, _OneLineFormatter):
                 handler.setFormatter(_OneLineFormatter(handler.formatter, sink))
+
+
+def _on_terminal(handler: logging.Handler) -> bool:
+    """A handler writing to this process's stdout/stderr (Prefect's console handler among them), not
+    to a file or a buffer (a log capture keeps its tracebacks)."""
+    if type(handler).__name__ == "PrefectConsoleHandler":
+        return True
+    return isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler) and \
+        getattr(handler, "stream", None) in (sys.stderr, sys.stdout, sys.__stderr__, sys.__stdout__)

@@ -135,12 +135,13 @@ def test_a_runtime_error_raised_by_the_project_is_expected(tmp_path):
     assert expected_message(caught.value).startswith("could not download weights for backbone 'dino_vits8'")
 
 
-def test_logged_tracebacks_go_to_the_log_and_the_terminal_gets_one_line(tmp_path, monkeypatch):
+def test_logged_tracebacks_go_to_the_log_and_the_terminal_gets_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("STEGO_HOME", str(tmp_path))
     monkeypatch.delenv("STEGO_DEBUG", raising=False)
     logger = logging.getLogger("test.divert")
-    terminal, file_copy = io.StringIO(), tmp_path / "file.log"
-    handlers = [logging.StreamHandler(terminal), logging.FileHandler(file_copy)]
+    logger.propagate = False
+    file_copy, buffer = tmp_path / "file.log", io.StringIO()
+    handlers = [logging.StreamHandler(sys.stderr), logging.FileHandler(file_copy), logging.StreamHandler(buffer)]
     for h in handlers:
         logger.addHandler(h)
     try:
@@ -153,8 +154,10 @@ def test_logged_tracebacks_go_to_the_log_and_the_terminal_gets_one_line(tmp_path
         for h in handlers:
             logger.removeHandler(h)
             h.close()
-    shown = terminal.getvalue().strip()
+        logger.propagate = True
+    shown = capsys.readouterr().err.strip()
     found = re.fullmatch(r"Task run failed \(traceback in (\S+)\)", shown)
     assert found, shown
     assert "ValueError: inside a task" in Path(found.group(1)).read_text()
-    assert "Traceback (most recent call last)" in file_copy.read_text()  # a file handler keeps it
+    for kept in (file_copy.read_text(), buffer.getvalue()):  # a file, a buffer (a log capture) keep it
+        assert "Traceback (most recent call last)" in kept
