@@ -52,7 +52,7 @@ def expected_message(exc: BaseException) -> str | None:
     """The message of an expected failure, ``None`` for an unexpected one (a bug)."""
     if isinstance(exc, OSError) and (exc.errno in DISK_FULL or SHORT_WRITE.fullmatch(str(exc))):
         where = f" writing {exc.filename}" if exc.filename else ""
-        return (f"no space left on the device{where} ({os.strerror(errno.ENOSPC)}: {exc}); free space there, or point "
+        return (f"no space left on the device{where} ({exc}); free space there, or point "
                 "--artifact-root / $STEGO_HOME at a larger disk, and rerun (finished stages are reused)")
     if isinstance(exc, EXPECTED) or (isinstance(exc, RuntimeError) and raised_by_project(exc)):
         text = str(exc).strip()
