@@ -9,16 +9,42 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="STEGO unsupervised semantic segmentation.")
-
-# Errors a user can fix: printed as one clear message, no traceback.
-USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError)
+from typer.core import TyperGroup
 
 
-def fail(exc: BaseException) -> None:
-    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(2)
+class GuardedGroup(TyperGroup):
+    """The top-level command group: every command's failures go through :func:`flows.errors.report`
+    (expected: one line, exit 2; a bug: one line + the log file holding the traceback, exit 1)."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, typer.TyperException):  # exit codes, Ctrl-C, usage errors
+            raise
+        except KeyboardInterrupt:
+            typer.secho("interrupted", fg=typer.colors.RED, err=True)
+            raise typer.Exit(130) from None
+        except Exception as exc:
+            from flows.errors import DEBUG_ENV, report
+
+            debug = bool(ctx.params.get("debug")) or os.environ.get(DEBUG_ENV) == "1"
+            code, text = report(exc, debug=debug)
+            typer.secho(text, fg=typer.colors.RED, err=True)
+            raise typer.Exit(code) from None
+
+
+app = typer.Typer(cls=GuardedGroup, add_completion=False, no_args_is_help=True,
+                  help="STEGO unsupervised semantic segmentation.")
+
+
+@app.callback()
+def options(debug: bool = typer.Option(False, "--debug", help="on an error, print the full traceback too "
+                                       "(also STEGO_DEBUG=1); by default it goes to a log file under $STEGO_HOME/logs")) -> None:
+    """STEGO unsupervised semantic segmentation."""
+    if debug:
+        from flows.errors import DEBUG_ENV
+
+        os.environ[DEBUG_ENV] = "1"  # so do the tracebacks that libraries log on the way
 
 
 def metrics_table(metrics: dict) -> str:
@@ -58,32 +84,32 @@ def run(
     from stego_core.presets import build_config
 
     overrides = list(set_) + ([f"data.data_root={data_root.resolve()}"] if data_root else [])
-    try:
-        cfg = build_config(preset, config, overrides)
-        from flows.pipeline import resolve_config, stego_pipeline
-        from stego_core.validation import preflight
+    cfg = build_config(preset, config, overrides)
+    from flows.errors import divert_logged_tracebacks
+    from flows.pipeline import resolve_config, stego_pipeline
+    from stego_core.validation import preflight
 
-        cfg = resolve_config(cfg)
-        report = preflight(cfg, progress=True)  # bad files and values fail here, in seconds, before the flow starts
-        cfg = report.config  # under data.bad_files=skip: the bad files left out (data.exclude)
-        if report.bad_files:
-            shown = ", ".join(b.file for b in report.bad_files[:3]) + (", ..." if len(report.bad_files) > 3 else "")
-            typer.secho(f"warning: left out {len(report.bad_files)} bad files (data.bad_files=skip): {shown}; "
-                        f"reasons in {output / 'bad_files.json'}", fg=typer.colors.YELLOW, err=True)
-        if tracking and not tracking_fallback:  # so does a tracking server that does not answer
-            from stego_core.home import stego_home
-            from tasks.tracking import check_reachable, resolve_tracking_uri
+    divert_logged_tracebacks()  # Prefect logs a failing task's traceback: to the log file, not the terminal
 
-            check_reachable(resolve_tracking_uri(tracking_uri, stego_home()))
-        if shard_deployment:
-            from flows.deploy import check_server
+    cfg = resolve_config(cfg)
+    report = preflight(cfg, progress=True)  # bad files and values fail here, in seconds, before the flow starts
+    cfg = report.config  # under data.bad_files=skip: the bad files left out (data.exclude)
+    if report.bad_files:
+        shown = ", ".join(b.file for b in report.bad_files[:3]) + (", ..." if len(report.bad_files) > 3 else "")
+        typer.secho(f"warning: left out {len(report.bad_files)} bad files (data.bad_files=skip): {shown}; "
+                    f"reasons in {output / 'bad_files.json'}", fg=typer.colors.YELLOW, err=True)
+    if tracking and not tracking_fallback:  # so does a tracking server that does not answer
+        from stego_core.home import stego_home
+        from tasks.tracking import check_reachable, resolve_tracking_uri
 
-            check_server()
-        result = stego_pipeline(config=cfg, artifact_root=artifact_root, output=str(output), check_inputs=False,
-                                tracking=tracking, tracking_uri=tracking_uri, experiment=experiment,
-                                tracking_fallback=tracking_fallback, shard_deployment=shard_deployment)
-    except (*USER_ERRORS, ConnectionError) as exc:  # ConnectionError: the tracking server is unreachable
-        fail(exc)
+        check_reachable(resolve_tracking_uri(tracking_uri, stego_home()))
+    if shard_deployment:
+        from flows.deploy import check_server
+
+        check_server()
+    result = stego_pipeline(config=cfg, artifact_root=artifact_root, output=str(output), check_inputs=False,
+                            tracking=tracking, tracking_uri=tracking_uri, experiment=experiment,
+                            tracking_fallback=tracking_fallback, shard_deployment=shard_deployment)
     typer.echo(metrics_table(result["metrics"]))
     typer.echo("\n" + usage_table(result))
     typer.echo(f"\nwrote {output / 'metrics.json'}")
@@ -103,10 +129,7 @@ def evaluate(
     """Hungarian evaluation of a folder of predictions against a folder of labels."""
     from stego_core.metrics import evaluate_folders
 
-    try:
-        scores = evaluate_folders(pred, labels, num_classes=num_classes, ignore_index=ignore_index, matched=not linear)
-    except USER_ERRORS as exc:
-        fail(exc)
+    scores = evaluate_folders(pred, labels, num_classes=num_classes, ignore_index=ignore_index, matched=not linear)
     typer.echo(metrics_table({"predictions": scores}))
     if json_out:
         json_out.write_text(json.dumps(scores, indent=1))
@@ -124,10 +147,7 @@ def predict(
     from flows.predict import resolve_run_dir
     from stego_core.inference import predict_images
 
-    try:
-        written = predict_images(resolve_run_dir(run_ref, tracking_uri), images, out, use_crf=crf)
-    except USER_ERRORS as exc:
-        fail(exc)
+    written = predict_images(resolve_run_dir(run_ref, tracking_uri), images, out, use_crf=crf)
     typer.echo(f"wrote {len(written)} predictions (+ overlays) to {out}")
 
 
@@ -149,11 +169,8 @@ def compare(
     from stego_core.home import stego_home
     from tasks.tracking import resolve_tracking_uri
 
-    try:
-        table = compare_runs(tracking_uri=resolve_tracking_uri(tracking_uri, stego_home()), experiment=experiment,
-                             filter_string=filter_, sort=sort, ascending=ascending, all_metrics=all_metrics, csv=csv, plot=plot)
-    except USER_ERRORS as exc:
-        fail(exc)
+    table = compare_runs(tracking_uri=resolve_tracking_uri(tracking_uri, stego_home()), experiment=experiment,
+                         filter_string=filter_, sort=sort, ascending=ascending, all_metrics=all_metrics, csv=csv, plot=plot)
     if table.empty:
         typer.echo("no runs found (run `stego run` first, or check --experiment / --filter / --tracking-uri)")
         return
@@ -201,10 +218,7 @@ def server(
 
     log = stego_home() / "prefect-server.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        proc = start_server(port, env=dict(os.environ), log=log, host=host)
-    except (RuntimeError, TimeoutError) as exc:
-        fail(exc)
+    proc = start_server(port, env=dict(os.environ), log=log, host=host)
     typer.echo(f"Prefect server and UI at http://{host}:{port} (log: {log})\n"
                f"in other shells: export PREFECT_API_URL=http://{host}:{port}/api; stego deploy; stego worker --pool gpu")
     try:
@@ -223,10 +237,7 @@ def deploy(
     """Register the deployments (and create their work pools) on the server at $PREFECT_API_URL."""
     from flows.deploy import PREFECT_FILE, register
 
-    try:
-        names = register(prefect_file or PREFECT_FILE, names=list(name), result_storage=result_storage)
-    except (*USER_ERRORS, ConnectionError, RuntimeError) as exc:
-        fail(exc)
+    names = register(prefect_file or PREFECT_FILE, names=list(name), result_storage=result_storage)
     for n in names:
         typer.echo(f"deployed {n}")
     typer.echo("start workers with `stego worker --pool gpu --gpu 0` (one per GPU) and `stego worker --pool cpu`")
@@ -243,12 +254,9 @@ def worker(
     import socket
     import subprocess
 
-    from flows.deploy import api_url, worker_command, worker_env
+    from flows.deploy import check_server, worker_command, worker_env
 
-    try:
-        api_url()
-    except USER_ERRORS as exc:
-        fail(exc)
+    check_server()  # a worker would retry a missing server forever
     worker_name = name or "-".join([pool, socket.gethostname()] + ([f"gpu{gpu}"] if gpu is not None else []))
     typer.echo(f"worker {worker_name} on pool {pool!r} (limit {limit}{', CUDA_VISIBLE_DEVICES=' + gpu if gpu is not None else ''})")
     import signal
@@ -283,35 +291,41 @@ def sweep(
 
     from stego_core.presets import ConfigError, build_config
 
-    try:
-        base = build_config(preset, config, set_)
-        if bool(backbone) + bool(grid) + bool(dims) != 1:
-            raise ConfigError("give either --backbone NAME (repeatable), --grid field=v1,v2 (repeatable) or --dims 3,9,27")
-        kind = "backbone_sweep" if backbone else "dim_sweep" if dims else "param_sweep"
-        params: dict = {"config": base.model_dump(mode="json"), "artifact_root": artifact_root, "experiment": experiment}
-        if dims:
-            from flows.dim_sweep import dim_points
+    base = build_config(preset, config, set_)
+    if bool(backbone) + bool(grid) + bool(dims) != 1:
+        raise ConfigError("give either --backbone NAME (repeatable), --grid field=v1,v2 (repeatable) or --dims 3,9,27")
+    kind = "backbone_sweep" if backbone else "dim_sweep" if dims else "param_sweep"
+    params: dict = {"config": base.model_dump(mode="json"), "artifact_root": artifact_root, "experiment": experiment}
+    if dims:
+        from flows.dim_sweep import dim_points
 
+        try:
             params["dims"], params["seeds"] = (yaml.safe_load(f"[{v}]") for v in (dims, seeds))
-            points = dim_points(params["dims"], params["seeds"])
-            base = base.model_copy(update={"reduce": base.reduce.model_copy(update={"methods": ("pca", "randproj")})})
-        elif backbone:
-            params["backbones"] = list(backbone)
-        else:
-            params["grid"] = {}
-            for item in grid:
-                key, sep, values = item.partition("=")
-                if not sep or not values.strip():
-                    raise ConfigError(f"--grid {item!r} must look like field=v1,v2, e.g. loss.b_self=0.05,0.1")
+        except yaml.YAMLError:
+            raise ConfigError(f"--dims {dims!r} / --seeds {seeds!r} must be comma-separated numbers, e.g. --dims 3,9,27") from None
+        points = dim_points(params["dims"], params["seeds"])
+        base = base.model_copy(update={"reduce": base.reduce.model_copy(update={"methods": ("pca", "randproj")})})
+    elif backbone:
+        params["backbones"] = list(backbone)
+    else:
+        params["grid"] = {}
+        for item in grid:
+            key, sep, values = item.partition("=")
+            if not sep or not values.strip():
+                raise ConfigError(f"--grid {item!r} must look like field=v1,v2, e.g. loss.b_self=0.05,0.1")
+            try:
                 params["grid"][key.strip()] = yaml.safe_load(f"[{values}]")
-        from flows.sweeps import backbone_point, grid_points, sweep_children
+            except yaml.YAMLError as exc:
+                raise ConfigError(f"--grid {item!r}: the values are not a comma-separated list "
+                                  f"({str(exc).splitlines()[0]}); quote them, e.g. --grid 'data.dataset=a,b'") from None
+    from flows.errors import divert_logged_tracebacks
+    from flows.sweeps import backbone_point, grid_points, sweep_children
 
-        if not dims:
-            points = [backbone_point(base, b) for b in backbone] if backbone else grid_points(params["grid"])
-        sweep_children(base, points)  # every point checked here, before a server is started or contacted
-        summary = run_sweep_command(kind, params, local=local, wait=wait)
-    except (*USER_ERRORS, ConnectionError) as exc:
-        fail(exc)
+    if not dims:
+        points = [backbone_point(base, b) for b in backbone] if backbone else grid_points(params["grid"])
+    sweep_children(base, points)  # every point checked here, before a server is started or contacted
+    divert_logged_tracebacks()
+    summary = run_sweep_command(kind, params, local=local, wait=wait)
     if summary is not None:
         typer.echo(sweep_table(summary))
         if summary.get("table"):  # a dimension sweep: mean ± std over seeds per dimension
@@ -417,13 +431,10 @@ def cache_verify(
     from stego_core.budget import human_bytes
 
     started = time.perf_counter()
-    try:
-        store = cache_store(artifact_root)
-        bar = functools.partial(tqdm, desc="verifying", unit="artifact", file=sys.stderr, leave=False,
-                                disable=not sys.stderr.isatty())
-        report = store.verify_all(stage, fix=fix, progress=bar)
-    except USER_ERRORS as exc:
-        fail(exc)
+    store = cache_store(artifact_root)
+    bar = functools.partial(tqdm, desc="verifying", unit="artifact", file=sys.stderr, leave=False,
+                            disable=not sys.stderr.isatty())
+    report = store.verify_all(stage, fix=fix, progress=bar)
     seconds = time.perf_counter() - started
     bad = [check for check in report if not check.ok]
     for check in bad:
@@ -445,10 +456,7 @@ def cache_list(
     """The artifacts in the cache: stage, key, size and when it was created (from the manifests, not verified)."""
     from stego_core.budget import human_bytes
 
-    try:
-        entries = cache_store(artifact_root).artifacts(stage)
-    except USER_ERRORS as exc:
-        fail(exc)
+    entries = cache_store(artifact_root).artifacts(stage)
     width = max([len("stage")] + [len(e.stage) for e in entries])
     typer.echo(f"{'stage':<{width}} {'key':<20} {'size':>10}  created")
     for e in entries:

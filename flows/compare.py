@@ -30,8 +30,11 @@ def fetch_runs(client: Any, *, experiment: str | None = None, filter_string: str
     need back-ticks (``metrics.`usage/train_head/wall_s` < 60``).
 
     Raises:
-        ValueError: no experiment of that name (the message lists the ones there are).
+        ValueError: no experiment of that name (the message lists the ones there are); a filter
+            MLflow cannot parse (the message quotes it).
     """
+    from mlflow.exceptions import MlflowException
+
     experiments = {e.experiment_id: e.name for e in client.search_experiments()}
     if experiment is not None:
         ids = [i for i, name in experiments.items() if name == experiment]
@@ -42,8 +45,15 @@ def fetch_runs(client: Any, *, experiment: str | None = None, filter_string: str
         ids = list(experiments)
     runs, token = [], None
     while ids and len(runs) < max_runs:
-        page = client.search_runs(ids, filter_string=filter_string or "", max_results=min(1000, max_runs - len(runs)),
-                                  order_by=["attributes.start_time DESC"], page_token=token)
+        try:
+            page = client.search_runs(ids, filter_string=filter_string or "", max_results=min(1000, max_runs - len(runs)),
+                                      order_by=["attributes.start_time DESC"], page_token=token)
+        except MlflowException as exc:
+            if exc.error_code != "INVALID_PARAMETER_VALUE":
+                raise
+            raise ValueError(f"--filter {filter_string!r} is not a valid MLflow filter: {exc.message}; write clauses "
+                             "such as \"params.train.lr = '0.001'\" or \"metrics.stego_cluster.mIoU > 0.2\" joined by AND "
+                             "(back-ticks around names holding '/')") from None
         runs.extend(page)
         token = page.token
         if not token:
@@ -102,9 +112,9 @@ def compare_runs(*, tracking_uri: str, experiment: str | None = None, filter_str
                  sort: str | None = None, ascending: bool = False, all_metrics: bool = False,
                  csv: Path | None = None, plot: Path | None = None) -> pd.DataFrame:
     """Fetch, tabulate, sort; write ``csv`` / ``plot`` when given; return the table."""
-    from mlflow import MlflowClient
+    from tasks.tracking import open_client
 
-    runs, names = fetch_runs(MlflowClient(tracking_uri=tracking_uri), experiment=experiment, filter_string=filter_string)
+    runs, names = fetch_runs(open_client(tracking_uri), experiment=experiment, filter_string=filter_string)
     table = compare_table(runs_frame(runs, names), sort=sort, ascending=ascending, all_metrics=all_metrics)
     if csv is not None:
         Path(csv).parent.mkdir(parents=True, exist_ok=True)

@@ -17,12 +17,6 @@ ROOT_HELP = "data root (default: $STEGO_DATA_ROOT)"
 SHOW_VALUES = 12  # label values a check lists per split (unknown ones always)
 
 
-def _fail(exc: BaseException) -> None:
-    from flows.cli import fail
-
-    fail(exc)
-
-
 def _bar(desc: str):
     from tqdm import tqdm
 
@@ -90,12 +84,9 @@ def data_check(
     from stego_core.data import get_dataset
     from stego_core.data.check import check_dataset
 
-    try:
-        spec = get_dataset(name)
-        report = check_dataset(name, root, splits=split, subset=subset, sample=sample, strict=strict,
-                               progress=lambda s: _bar(f"check {s}"))
-    except ValueError as exc:
-        _fail(exc)
+    spec = get_dataset(name)
+    report = check_dataset(name, root, splits=split, subset=subset, sample=sample, strict=strict,
+                           progress=lambda s: _bar(f"check {s}"))
     typer.echo(f"{name} at {report.folder}")
     typer.echo(f"{'split':<17} {'subset':<8} {'images':>8} {'paper':>8} {'read':>6} {'problems':>8}  listed by")
     for s in report.splits:
@@ -153,13 +144,10 @@ def data_download(
     from stego_core.data.download import install_dataset
 
     root = to or (Path(os.environ[DATA_ROOT_ENV]) if os.environ.get(DATA_ROOT_ENV) else None)
-    try:
-        if root is None:
-            raise ValueError(f"where to? pass --to ROOT or set ${DATA_ROOT_ENV}")
-        result = install_dataset(name, root, url=url, sha256=sha256, keep_archive=keep_archive, retries=retries,
-                                 progress=_byte_bar(f"download {name}"))
-    except ValueError as exc:
-        _fail(exc)
+    if root is None:
+        raise ValueError(f"where to? pass --to ROOT or set ${DATA_ROOT_ENV}")
+    result = install_dataset(name, root, url=url, sha256=sha256, keep_archive=keep_archive, retries=retries,
+                             progress=_byte_bar(f"download {name}"))
     if not result.downloaded:
         typer.echo(f"{name} is already at {result.folder}: nothing to download (`stego data check {name}` checks it)")
         return
@@ -184,11 +172,8 @@ def data_describe(
     from tasks.figures import class_share_figure, save_png
 
     cache = stego_home() / "data" / "describe"
-    try:
-        spec = get_dataset(name)
-        shares = class_shares(name, split, root, subset=subset, limit=limit, cache_dir=cache, progress=_bar(f"count {split}"))
-    except ValueError as exc:
-        _fail(exc)
+    spec = get_dataset(name)
+    shares = class_shares(name, split, root, subset=subset, limit=limit, cache_dir=cache, progress=_bar(f"count {split}"))
     where = f"{name} {split}" + (f" ({shares.subset})" if shares.subset else "")
     typer.echo(f"{where}: {shares.images:,} labelled images, {shares.pixels:,} pixels, {100 * shares.void_share:.1f}% void"
                f"{' (cached)' if shares.from_cache else ''}")

@@ -109,8 +109,8 @@ def register(prefect_file: Path = PREFECT_FILE, names: list[str] | None = None, 
         ValueError / ConnectionError: no server, a bad file, an unknown deployment name.
         RuntimeError: ``prefect deploy`` failed (its output is in the message).
     """
+    entries = read_deployments(prefect_file)  # a bad file fails before the server is asked
     check_server()
-    entries = read_deployments(prefect_file)
     known = [e["name"] for e in entries]
     unknown = sorted(set(names or []) - set(known))
     if unknown:

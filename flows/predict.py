@@ -8,7 +8,7 @@ from prefect import flow
 
 from stego_core.home import stego_home
 from stego_core.inference import predict_images
-from tasks.tracking import download_run, parse_run_ref, resolve_tracking_uri
+from tasks.tracking import check_reachable, download_run, parse_run_ref, resolve_tracking_uri
 
 
 def resolve_run_dir(run: str, tracking_uri: str | None = None) -> Path:
@@ -21,8 +21,9 @@ def resolve_run_dir(run: str, tracking_uri: str | None = None) -> Path:
     if run_id is None:
         raise FileNotFoundError(f"run {run!r} is neither a run folder nor an MLflow run id (runs:/<id>); "
                                 "pass the --output folder of `stego run` or an id from `stego compare`")
-    return download_run(run_id, tracking_uri=resolve_tracking_uri(tracking_uri, stego_home()),
-                        cache_root=stego_home() / "mlflow-runs")
+    uri = resolve_tracking_uri(tracking_uri, stego_home())
+    check_reachable(uri)  # MLflow's client would retry an unreachable server for minutes
+    return download_run(run_id, tracking_uri=uri, cache_root=stego_home() / "mlflow-runs")
 
 
 @flow(name="stego_predict", log_prints=True)

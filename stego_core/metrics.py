@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from stego_core.data.io import check_label_ids, read_id_map
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["ConfusionMatrix", "hungarian_match", "scores_from_confusion", "evaluate_folders"]
@@ -231,16 +233,8 @@ def scores_from_confusion(
 
 
 def _read_ids(path: Path, role: str) -> np.ndarray:
-    """Read a single-channel PNG of integer ids as a 2-D array."""
-    from PIL import Image
-
-    with Image.open(path) as img:
-        if img.mode not in ("L", "P", "I", "I;16", "I;16B", "I;16L"):
-            raise ValueError(
-                f"evaluate_folders: {role} {path} has image mode {img.mode!r}; expected a "
-                f"single-channel PNG of integer ids (mode L, P, I or I;16), not a colour rendering."
-            )
-        return np.asarray(img).astype(np.int64)
+    """Read a single-channel PNG of integer ids as a 2-D array (errors name the file)."""
+    return read_id_map(path, role).astype(np.int64)
 
 
 def _paired_pngs(pred_dir: Path, label_dir: Path) -> list[tuple[Path, Path]]:
@@ -313,6 +307,7 @@ def evaluate_folders(
     matrix = ConfusionMatrix(num_predictions, num_classes, ignore_index)
     for pred_path, label_path in pairs:
         pred, label = _load_pair(pred_path, label_path)
+        check_label_ids(label, num_classes=num_classes, ignore_index=ignore_index, source=label_path)
         try:
             matrix.update(pred, label)
         except ValueError as err:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from stego_core.backbones import get_backbone_spec
+from stego_core.backbones import check_weights_file, get_backbone_spec
 from stego_core.config import ExperimentConfig
 from stego_core.data import DataError, Sample, check_image, check_label
 from stego_core.stages import SplitInfo, split_info
@@ -62,9 +62,16 @@ class PreflightReport:
 
 
 def check_config(cfg: ExperimentConfig) -> None:
-    """What needs no file: the backbone exists, the resolutions are multiples of its patch size, and a PCA
-    reduction's dimension is within the backbone's channels."""
+    """What needs no data file: the backbone exists, the resolutions are multiples of its patch
+    size, a PCA reduction's dimension is within the backbone's channels, and a weights file
+    (``embed.weights``) reads weights-only and fits the backbone's keys and shapes
+    (:func:`~stego_core.backbones.check_weights_file`, seconds)."""
     spec = get_backbone_spec(cfg.embed.backbone)
+    if cfg.embed.weights is not None:
+        try:
+            check_weights_file(cfg.embed.backbone, cfg.embed.weights)
+        except (FileNotFoundError, ValueError) as exc:
+            raise ValueError(f"embed.weights: {exc}") from None
     for field in ("train_resolution", "eval_resolution"):
         value = getattr(cfg.embed, field)
         if value % spec.patch_size:

@@ -93,6 +93,27 @@ def check_reachable(uri: str, timeout_s: float = PROBE_TIMEOUT_S) -> None:
         ) from None
 
 
+def open_client(uri: str) -> Any:
+    """An ``MlflowClient`` on the store ``uri``, checked to answer.
+
+    Raises:
+        TrackingUnavailable: an ``http(s)://`` server accepts no connection (see :func:`check_reachable`).
+        ValueError: ``uri`` is not a store MLflow can open (an unknown scheme, a file store).
+    """
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    check_reachable(uri)
+    try:
+        client = MlflowClient(tracking_uri=uri)
+        client.search_experiments(max_results=1)
+    except MlflowException as exc:
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        raise ValueError(f"--tracking-uri {redact(uri)} is not an MLflow store that can be opened ({first}); "
+                         "pass sqlite:///FILE.db or the http://HOST:PORT of an `mlflow server`") from None
+    return client
+
+
 # ------------------------------------------------------------------------------- store and names
 def local_tracking_uri(home: str | Path) -> str:
     """``sqlite:///<home>/mlflow.db`` (absolute): the embedded default store."""
@@ -221,7 +242,7 @@ class RunTracker:
     """
 
     def __init__(self, client: Any, run_id: str, tracking_uri: str) -> None:
-        self.client, self.run_id, self.tracking_uri = client, run_id, tracking_uri
+        self.client, self.run_id, self.tracking_uri = _ServerGuard(client, tracking_uri), run_id, tracking_uri
 
     @classmethod
     def start(cls, *, config: Mapping[str, Any], tracking_uri: str, experiment: str, run_name: str | None = None, parent_run_id: str | None = None,
@@ -364,9 +385,42 @@ class RunTracker:
                 path.write_text(redact("".join(traceback.format_exception(exc))))
                 self.client.log_artifact(self.run_id, str(path))
         except Exception:  # the original failure matters more than its record
-            logger.exception("could not record the failure of MLflow run %s", self.run_id)
-        finally:
+            logger.warning("could not record the failure of MLflow run %s", self.run_id, exc_info=True)
+        try:
             self.client.set_terminated(self.run_id, "FAILED")
+        except Exception as err:  # e.g. the server is gone: the run stays RUNNING there; exc is what matters
+            logger.warning("could not end MLflow run %s as FAILED: %s", self.run_id, err)
+
+
+class _ServerGuard:
+    """An ``MlflowClient`` whose calls, once the tracking server stops answering, raise
+    :class:`TrackingUnavailable` (at once, without MLflow's minutes of retries, for every later call)
+    with what to do, instead of MLflow's exception; other errors pass unchanged."""
+
+    def __init__(self, client: Any, tracking_uri: str) -> None:
+        self._client, self._uri, self._down = client, tracking_uri, None
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._client, name)
+        if not callable(method):
+            return method
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if self._down is not None:
+                raise self._down
+            try:
+                return method(*args, **kwargs)
+            except Exception as exc:
+                try:
+                    check_reachable(self._uri)
+                except TrackingUnavailable:
+                    self._down = TrackingUnavailable(
+                        f"the MLflow tracking server {redact(self._uri)} stopped answering during the run "
+                        f"({type(exc).__name__} in {name}); start it again and rerun: the finished stages are "
+                        "reused from the artifact cache (or rerun with --no-tracking)")
+                    raise self._down from None
+                raise
+        return call
 
 
 class NullTracker:

@@ -13,6 +13,7 @@ from .base import Backbone
 from .imgfocus import convert_imgfocus, imgfocus_weights_path
 from .registry import (
     BACKBONES,
+    check_weights_file,
     create_backbone,
     get_backbone_spec,
     list_backbones,
@@ -32,6 +33,7 @@ __all__ = [
     "IMAGENET_STD",
     "ResNetBackbone",
     "ViTBackbone",
+    "check_weights_file",
     "convert_imgfocus",
     "create_backbone",
     "default_cache_dir",

@@ -28,6 +28,7 @@ from .spec import BackboneSpec
 from .weights import (
     fetch_hub_state_dict,
     fetch_url_weights,
+    fitted_state_dict,
     load_state_dict_strict,
     read_state_dict,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "list_backbones",
     "get_backbone_spec",
     "create_backbone",
+    "check_weights_file",
 ]
 
 logger = logging.getLogger(__name__)
@@ -160,3 +162,26 @@ def create_backbone(
         load_state_dict_strict(backbone.model, state, source=source, name=name)
     logger.info("created backbone %s (%s) with weights from %s", name, spec.architecture, source)
     return backbone.freeze()
+
+
+def check_weights_file(name: str, weights: str | os.PathLike) -> None:
+    """Check that the local file ``weights`` loads into backbone ``name``, in seconds and without
+    building the network: the file is read weights-only (no pickled code runs) and its keys and
+    shapes are compared with the state dict of ``name`` built on the meta device (no memory, no
+    initialisation), as :func:`create_backbone` would load it.
+
+    Raises:
+        ValueError: unknown ``name``; the file cannot be read as a checkpoint; its keys or shapes
+            do not fit (every message names the file).
+        FileNotFoundError: ``weights`` does not exist.
+
+    Example:
+        >>> check_weights_file("dino_vits8", "missing.pth")
+        Traceback (most recent call last):
+        FileNotFoundError: weights file 'missing.pth' does not exist; check embed.weights / --weights
+    """
+    get_backbone_spec(name)
+    state = read_state_dict(weights)
+    with torch.device("meta"):
+        expected = _FACTORIES[name]().model.state_dict()
+    fitted_state_dict(expected, state, source=str(weights), name=name)

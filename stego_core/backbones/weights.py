@@ -19,6 +19,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import pickle
+import re
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -34,6 +37,7 @@ __all__ = [
     "read_state_dict",
     "match_state_dict",
     "state_dict_mismatches",
+    "fitted_state_dict",
     "load_state_dict_strict",
     "load_weights_file",
     "create_timm_model",
@@ -65,7 +69,9 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"weights file {str(path)!r} does not exist; check --weights")
+        raise FileNotFoundError(f"weights file {str(path)!r} does not exist; check embed.weights / --weights")
+    if path.stat().st_size == 0:
+        raise ValueError(f"could not read weights file {str(path)!r}: the file is empty (0 bytes); {_WEIGHTS_HINT}")
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -76,10 +82,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
             with torch.serialization.safe_globals([argparse.Namespace]):
                 obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # corrupt, truncated, pickled code, wrong format
-        raise ValueError(
-            f"could not read weights file {str(path)!r} ({type(err).__name__}: {err}); pass a "
-            "PyTorch checkpoint (.pth/.pt, loadable with weights_only=True) or a .safetensors file"
-        ) from err
+        raise ValueError(f"could not read weights file {str(path)!r}: {_load_failure(err, path)}; {_WEIGHTS_HINT}") from err
     while isinstance(obj, Mapping) and not any(isinstance(v, Tensor) for v in obj.values()):
         wrapper = next((k for k in _WRAPPER_KEYS if isinstance(obj.get(k), Mapping)), None)
         if wrapper is None:
@@ -92,6 +95,28 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
             f"dict of tensors, possibly wrapped in one of {list(_WRAPPER_KEYS)}"
         )
     return {k: v for k, v in obj.items() if isinstance(v, Tensor)}
+
+
+_WEIGHTS_HINT = ("pass a PyTorch checkpoint of tensors (.pth/.pt, e.g. torch.save(model.state_dict(), FILE)) "
+                 "or a .safetensors file")
+
+
+def _load_failure(err: BaseException, path: Path) -> str:
+    """Why a weights file did not load, in one line. torch's own message for a file that is not a
+    plain checkpoint runs to paragraphs and advises turning the weights-only guard off, which is
+    unsafe for a file of unknown origin; this never does."""
+    text = str(err)
+    found = re.search(r"[Uu]nsupported (?:global: )?GLOBAL ([\w.]+)", text)
+    if found:
+        return (f"it holds a pickled {found.group(1)} object, which is refused: unpickling it could run code "
+                "(only tensors, containers and numbers are read)")
+    if isinstance(err, EOFError) or "central directory" in text:
+        return "it is truncated or corrupt (the checkpoint's archive is incomplete)"
+    if path.suffix != ".safetensors" and not zipfile.is_zipfile(path) or isinstance(err, pickle.UnpicklingError) \
+            or "Weights only load failed" in text:  # a checkpoint is a zip archive (or an old-style pickle)
+        return "it is not a PyTorch checkpoint (it cannot be read as tensors)"
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return f"{type(err).__name__}: {first.split('. ')[0][:300]}"
 
 
 def match_state_dict(state: Mapping[str, Tensor], model_keys: set[str]) -> dict[str, Tensor]:
@@ -141,6 +166,26 @@ def state_dict_mismatches(
     return problems
 
 
+def fitted_state_dict(
+    expected: Mapping[str, Tensor], state: Mapping[str, Tensor], *, source: str, name: str
+) -> dict[str, Tensor]:
+    """``state`` mapped onto the keys of ``expected`` (:func:`match_state_dict`), checked to match
+    them and their shapes exactly (``expected`` may hold meta tensors: only shapes are read).
+
+    Raises:
+        ValueError: missing or unexpected keys, or shape mismatches (named, with ``source`` and
+            the backbone ``name``).
+    """
+    state = match_state_dict(state, set(expected))
+    problems = state_dict_mismatches(expected, state)
+    if problems:
+        raise ValueError(
+            f"weights {source!r} do not fit backbone {name!r}: " + "; ".join(problems)
+            + ". Is it the checkpoint for this architecture?"
+        )
+    return state
+
+
 def load_state_dict_strict(
     model: nn.Module, state: Mapping[str, Tensor], *, source: str, name: str = ""
 ) -> None:
@@ -156,15 +201,7 @@ def load_state_dict_strict(
         ValueError: if keys or shapes do not match ``model`` after prefix stripping (the
             message names ``source``, the backbone and the missing/unexpected keys).
     """
-    expected = model.state_dict()
-    state = match_state_dict(state, set(expected))
-    problems = state_dict_mismatches(expected, state)
-    if problems:
-        raise ValueError(
-            f"weights {source!r} do not fit backbone {name or type(model).__name__!r}: "
-            + "; ".join(problems)
-            + ". Is it the checkpoint for this architecture?"
-        )
+    state = fitted_state_dict(model.state_dict(), state, source=source, name=name or type(model).__name__)
     model.load_state_dict(state, strict=True)
     logger.info("loaded %d tensors from %s into %s", len(state), source, name or "model")
 

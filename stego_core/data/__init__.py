@@ -19,6 +19,7 @@ from .io import (
     load_image,
     load_label,
     load_resized_image,
+    read_id_map,
 )
 from .layouts import Layout
 from .label_maps import IGNORE, LABEL_MAPS, apply_label_map
@@ -45,6 +46,6 @@ __all__ = [
     "DATA_ROOT_ENV", "DataError", "DatasetSpec", "IGNORE", "IMAGE_EXTENSIONS", "LABEL_MAPS",
     "SegmentationDataset", "Sample", "apply_label_map", "check_image", "check_label",
     "check_label_ids", "dataset_samples", "dataset_subset", "label_value_counts", "Layout", "exclude_samples", "five_crop_boxes", "get_dataset", "image_to_tensor", "list_datasets", "list_samples",
-    "load_image", "load_label", "load_resized_image", "resize_center_crop_geometry",
+    "load_image", "load_label", "load_resized_image", "read_id_map", "resize_center_crop_geometry",
     "resize_center_crop_image", "resize_center_crop_label", "resolve_data_root", "write_crops",
 ]

@@ -17,7 +17,7 @@ from .matfiles import read_mat
 from .transforms import resize_center_crop_geometry
 
 __all__ = ["check_image", "check_label", "check_label_ids", "label_value_counts", "load_image", "load_label",
-           "load_resized_image"]
+           "load_resized_image", "read_id_map"]
 
 logger = logging.getLogger(__name__)
 
@@ -210,28 +210,41 @@ def _check_label_args(num_classes: int | None, ignore_index: int) -> None:
                          "(255 is the convention)")
 
 
-def _read_label(path: Path, size: tuple[int, int] | None,
-                image: str | os.PathLike | None) -> np.ndarray:
-    """The raw (H, W) values of a single-channel label, upright, checked against ``size``."""
-    decoded = _decode(path, "label")
+def read_id_map(path: str | os.PathLike, what: str = "label") -> np.ndarray:
+    """The raw (H, W) values of a single-channel PNG of ids (a label, a prediction), upright.
+
+    Raises:
+        DataError: the file is missing, empty, truncated or not an image, or has colour channels;
+            the message names ``what`` and the file.
+    """
+    path = Path(path)
+    decoded = _decode(path, what)
     img = decoded.upright(decoded.image)
     if img.mode not in _SINGLE_CHANNEL:
         raise DataError(
-            f"label {path} has {len(img.getbands())} channels (mode {img.mode}); labels must be "
-            "single-channel PNGs of class ids: convert colour-coded labels to ids first"
+            f"{what} {path} has {len(img.getbands())} channels (mode {img.mode}); {what}s must be "
+            "single-channel PNGs of class ids: convert colour-coded images to ids first"
         )
-    if size is not None and img.size != tuple(size):
+    raw = np.asarray(img)
+    return raw.astype(np.uint8) if raw.dtype == bool else raw
+
+
+def _read_label(path: Path, size: tuple[int, int] | None,
+                image: str | os.PathLike | None) -> np.ndarray:
+    """The raw (H, W) values of a single-channel label, upright, checked against ``size``."""
+    raw = read_id_map(path, "label")
+    img_size = raw.shape[::-1]
+    if size is not None and img_size != tuple(size):
         named = f" ({image})" if image is not None else ""
         hint = ""
-        if img.size == tuple(size)[::-1]:
+        if img_size == tuple(size)[::-1]:
             hint = (" (the transpose: labels must match the image as displayed, i.e. after the "
                     "rotation its EXIF orientation asks for; rotate the label or strip the "
                     "image's orientation tag)")
-        raise DataError(f"label {path} is {img.size[0]}x{img.size[1]} (WxH) but its image is "
+        raise DataError(f"label {path} is {img_size[0]}x{img_size[1]} (WxH) but its image is "
                         f"{size[0]}x{size[1]}{named}{hint}; labels must have the size of their image: fix "
                         "the label or remove the pair")
-    raw = np.asarray(img)
-    return raw.astype(np.uint8) if raw.dtype == bool else raw
+    return raw
 
 
 def _map_label(raw: np.ndarray, path: Path, num_classes: int | None, label_map: str,

@@ -227,7 +227,12 @@ def test_evaluate_folders_validation(tmp_path):
     with pytest.raises(ValueError, match=r"x2\.png: .*predicted ids \[3\]"):
         evaluate_folders(tmp_path / "pred", tmp_path / "label", num_classes=2, num_predictions=2)
     _write(tmp_path / "pred", "x2", np.ones((4, 6, 3)))
-    with pytest.raises(ValueError, match=r"x2\.png has image mode 'RGB'"):
+    with pytest.raises(ValueError, match=r"prediction .*x2\.png has 3 channels \(mode RGB\)"):
+        evaluate_folders(tmp_path / "pred", tmp_path / "label", num_classes=2)
+    _write(tmp_path / "pred", "x2", ones)
+    data = (tmp_path / "pred" / "x2.png").read_bytes()
+    (tmp_path / "pred" / "x2.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=r"cannot read prediction .*x2\.png: .*; fix or remove it"):
         evaluate_folders(tmp_path / "pred", tmp_path / "label", num_classes=2)
     with pytest.raises(ValueError, match="is not a directory"):
         evaluate_folders(tmp_path / "missing", tmp_path / "label", num_classes=2)

@@ -194,3 +194,23 @@ def test_a_run_without_checkpoints_cannot_be_downloaded(uri, home, tmp_path):
     with pytest.raises(FileNotFoundError, match="has no metrics.json \\+ model/ artifacts"):
         download_run(tracker.run_id, tracking_uri=uri, cache_root=tmp_path)
     assert not any(tmp_path.iterdir())  # no half-downloaded folder left behind
+
+
+def test_a_server_that_stops_answering_gives_one_clear_error_and_no_more_retries(monkeypatch):
+    import socket
+    import time
+
+    from tasks.tracking import TrackingUnavailable, _ServerGuard
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}"  # nothing listens there once closed
+    guard = _ServerGuard(MlflowClient(url), url)
+    with pytest.raises(TrackingUnavailable, match=rf"the MLflow tracking server {url} stopped answering during "
+                       r"the run \(\w+ in set_tag\); start it again and rerun"):
+        guard.set_tag("0" * 32, "a", "b")
+    started = time.perf_counter()
+    with pytest.raises(TrackingUnavailable):
+        guard.log_batch("0" * 32, metrics=[])
+    assert time.perf_counter() - started < 1  # the later calls fail at once
