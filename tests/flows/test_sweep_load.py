@@ -15,7 +15,7 @@ from flows.deploy import LocalCluster
 from stego_core.presets import build_config
 from tests_helpers import TINY
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.load]  # ~8 min: left out of `make test`, run with -m load
 CHILDREN, WORKERS = 16, 2
 
 
