@@ -34,10 +34,11 @@ def size_entropy(assignment: np.ndarray, k: int) -> float:
 
 
 def balanced_kmeans_choice(vectors: np.ndarray, k: int, *, restarts: int = 5, seed: int = 0,
-                           iterations: int = 50) -> tuple[np.ndarray, dict]:
+                           iterations: int = 50, overwrite: bool = False) -> tuple[np.ndarray, dict]:
     """The restart (``seed``, ``seed + 1``, ...) with the most even cluster sizes: centroids ``(k, D)`` and
-    a summary ``{"entropy": [...], "chosen": i}``."""
-    x = normalize_rows(vectors)
+    a summary ``{"entropy": [...], "chosen": i}``. ``overwrite``: ``vectors`` may hold their normalised rows
+    afterwards (no second copy of the sample)."""
+    x = normalize_rows(vectors, overwrite=overwrite)
     entropies, solutions = [], []
     for r in range(restarts):
         centroids = spherical_kmeans(x, k, restarts=1, iterations=iterations, seed=seed + r)
@@ -49,8 +50,9 @@ def balanced_kmeans_choice(vectors: np.ndarray, k: int, *, restarts: int = 5, se
 
 
 def consensus_kmeans(vectors: np.ndarray, k: int, *, restarts: int = 20, fine: int = 100, seed: int = 0,
-                     iterations: int = 50) -> tuple[np.ndarray, dict]:
-    """Consensus of ``restarts`` k-means solutions over ``fine`` overclusters: centroids ``(k, D)``.
+                     iterations: int = 50, overwrite: bool = False) -> tuple[np.ndarray, dict]:
+    """Consensus of ``restarts`` k-means solutions over ``fine`` overclusters: centroids ``(k, D)``
+    (``overwrite``: as in :func:`balanced_kmeans_choice`).
 
     Raises:
         ValueError: ``fine < k`` or more fine clusters than vectors.
@@ -61,7 +63,7 @@ def consensus_kmeans(vectors: np.ndarray, k: int, *, restarts: int = 20, fine: i
         raise ValueError(f"cluster.overcluster ({fine}) exceeds the number of token vectors ({len(vectors)})")
     if restarts < 1:
         raise ValueError(f"consensus needs at least one restart, got {restarts}")
-    x = normalize_rows(vectors)
+    x = normalize_rows(vectors, overwrite=overwrite)
     fine_centroids = spherical_kmeans(x, fine, restarts=1, iterations=iterations, seed=seed)
     fine_of = assign(x, fine_centroids)[0]
     counts = np.bincount(fine_of, minlength=fine).astype(np.float64)

@@ -17,16 +17,18 @@ def spherical_kmeans(
     iterations: int = 50,
     seed: int = 0,
     max_points_per_centroid: int = 100_000,
+    overwrite: bool = False,
 ) -> np.ndarray:
     """Cluster rows of ``vectors`` ``(N, D)`` into ``k`` unit-norm centroids ``(k, D)``.
 
-    Vectors are L2-normalised first; faiss keeps the restart with the best objective (no labels).
+    Vectors are L2-normalised first (in ``vectors`` itself with ``overwrite``, when it is contiguous
+    float32: no second copy of a large sample); faiss keeps the restart with the best objective (no labels).
     """
     if vectors.ndim != 2:
         raise ValueError(f"expected vectors (N, D), got shape {vectors.shape}")
     if k < 1 or k > len(vectors):
         raise ValueError(f"k-means needs 1 <= k <= number of vectors ({len(vectors)}), got k={k}")
-    x = normalize_rows(vectors)
+    x = normalize_rows(vectors, overwrite=overwrite)
     km = faiss.Kmeans(
         x.shape[1], k, niter=iterations, nredo=restarts, spherical=True, seed=seed,
         max_points_per_centroid=max_points_per_centroid, verbose=False,
@@ -45,7 +47,12 @@ def assign(vectors: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.n
     return idx[:, 0], sims[:, 0]
 
 
-def normalize_rows(x: np.ndarray) -> np.ndarray:
-    """Rows of ``x`` scaled to unit L2 norm, as contiguous float32 (all-zero rows stay zero)."""
+def normalize_rows(x: np.ndarray, *, overwrite: bool = False) -> np.ndarray:
+    """Rows of ``x`` scaled to unit L2 norm, as contiguous float32 (all-zero rows stay zero); with
+    ``overwrite``, in ``x`` itself when it is contiguous float32 (the same numbers, no copy)."""
     x = np.ascontiguousarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    norms = np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    if overwrite:
+        x /= norms
+        return x
+    return x / norms

@@ -346,13 +346,15 @@ def cluster_stage(cfg: ExperimentConfig, embed_dir: Path, head_dir: Path | None,
         maps, _, placement = _readout_maps(cfg, embed_dir, head_dir, scratch)
         summary: dict = {}
         if method in ("kmeans", "consensus"):
-            sample = sample_tokens(maps, max_tokens=c.kmeans_max_tokens, seed=cfg.seed)
+            sample = sample_tokens(maps, max_tokens=c.kmeans_max_tokens, seed=cfg.seed)  # ours: normalised in place
             if method == "consensus":
-                centroids, summary = consensus_kmeans(sample, k, restarts=c.kmeans_restarts, fine=c.overcluster, seed=cfg.seed)
+                centroids, summary = consensus_kmeans(sample, k, restarts=c.kmeans_restarts, fine=c.overcluster,
+                                                      seed=cfg.seed, overwrite=True)
             elif c.select == "balance":
-                centroids, summary = balanced_kmeans_choice(sample, k, restarts=c.kmeans_restarts, seed=cfg.seed)
+                centroids, summary = balanced_kmeans_choice(sample, k, restarts=c.kmeans_restarts, seed=cfg.seed,
+                                                            overwrite=True)
             else:
-                centroids = spherical_kmeans(sample, k, restarts=c.kmeans_restarts, seed=cfg.seed)
+                centroids = spherical_kmeans(sample, k, restarts=c.kmeans_restarts, seed=cfg.seed, overwrite=True)
             del sample
         else:
             history: list[dict] = []

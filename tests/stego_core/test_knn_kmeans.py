@@ -100,3 +100,24 @@ def test_assign_gives_the_nearest_centroid_by_cosine_and_its_similarity():
     labels, cosines = assign(x, c)
     np.testing.assert_array_equal(labels, (x @ c.T).argmax(1))
     np.testing.assert_allclose(cosines, (x @ c.T).max(1), rtol=1e-5, atol=1e-6)
+
+
+def test_kmeans_on_an_overwritten_sample_gives_the_same_centroids_bit_for_bit():
+    """``overwrite`` (the cluster stage's own token sample normalised in place: one copy of the sample
+    fewer at the peak) changes no number, for the plain, balanced and consensus fits."""
+    from stego_core.consensus import balanced_kmeans_choice, consensus_kmeans
+
+    rng = np.random.default_rng(3)
+    sample = (rng.normal(size=(3000, 24)) + 4 * rng.normal(size=(6, 24))[rng.integers(0, 6, 3000)]).astype(np.float32)
+    fits = {
+        "plain": lambda x, **o: spherical_kmeans(x, 6, restarts=2, seed=1, **o),
+        "balance": lambda x, **o: balanced_kmeans_choice(x, 6, restarts=2, seed=1, **o)[0],
+        "consensus": lambda x, **o: consensus_kmeans(x, 6, restarts=3, fine=20, seed=1, **o)[0],
+    }
+    for name, fit in fits.items():
+        kept, owned = sample.copy(), sample.copy()
+        expected = fit(kept)
+        assert np.array_equal(kept, sample), name  # without overwrite the input is left alone
+        got = fit(owned, overwrite=True)
+        assert np.array_equal(got, expected), name
+        assert np.allclose(np.linalg.norm(owned, axis=1), 1.0, atol=1e-5), name  # normalised where it lay
