@@ -1,4 +1,5 @@
-"""`stego run --preset cocostuff27-vits8 / potsdam3-vits8` on folders laid out as the reference's zips.
+"""`stego run --preset cocostuff27-vits8 / cityscapes27-vitb8 / potsdam3-vits8` on folders laid out as the
+reference's zips and the official archives.
 
 A random ViT-S/8 at 32 px and a few steps of everything (~50 s each on 2 busy cores): the layouts feed
 the whole pipeline, nothing rearranged, and the COCO-Stuff run is labelled with its subset.
@@ -15,7 +16,7 @@ import pytest
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
-from dataset_fixtures import build_cocostuff, build_potsdam
+from dataset_fixtures import build_cityscapes, build_cocostuff, build_potsdam
 from flows.cli import app
 
 pytestmark = pytest.mark.slow
@@ -29,16 +30,21 @@ RANDOM_TINY = [
 ]
 
 
-def test_the_cocostuff_preset_runs_on_the_references_layout(prefect_harness, tmp_path):
-    """In-process through the CLI; Cityscapes' city folders feed the same readers (tested without
-    Prefect in tests/stego_core/test_layouts.py)."""
-    build_cocostuff(tmp_path / "data", train=5, val=3, extra=2)
-    args = ["run", "--preset", "cocostuff27-vits8", "--data-root", tmp_path / "data", "--output", tmp_path / "run",
-            "--artifact-root", tmp_path / "art"]
+def run_preset(preset: str, tmp_path: Path, *extra: str):
+    """``stego run --preset PRESET`` in-process on ``tmp_path/data`` with the random tiny settings."""
+    args = ["run", "--preset", preset, "--data-root", tmp_path / "data", "--output", tmp_path / "run",
+            "--artifact-root", tmp_path / "art", *extra]
     for item in RANDOM_TINY:
         args += ["--set", item]
     out = CliRunner().invoke(app, list(map(str, args)))
     assert out.exit_code == 0, out.output
+    return out
+
+
+def test_the_cocostuff_preset_runs_on_the_references_layout(prefect_harness, tmp_path):
+    """In-process through the CLI, tracked."""
+    build_cocostuff(tmp_path / "data", train=5, val=3, extra=2)
+    out = run_preset("cocostuff27-vits8", tmp_path)
     record = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert set(record["metrics"]) == {"stego_cluster", "stego_linear"}
     for method, m in record["metrics"].items():
@@ -48,6 +54,17 @@ def test_the_cocostuff_preset_runs_on_the_references_layout(prefect_harness, tmp
     run_id = out.output.split("MLflow run ")[1].split()[0]
     run = MlflowClient().get_run(run_id)
     assert run.data.tags["data_subset"] == "curated" and run.data.params["data.subset"] == "curated"
+
+
+def test_the_cityscapes_preset_runs_on_the_official_layout(prefect_harness, tmp_path):
+    """The city folders and labelIds as the official zips unpack them (a random ViT-B/8)."""
+    fx = build_cityscapes(tmp_path / "data")
+    run_preset("cityscapes27-vitb8", tmp_path, "--no-tracking")
+    record = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert set(record["metrics"]) == {"stego_cluster", "stego_linear"}
+    for method, m in record["metrics"].items():
+        assert len(m["per_class_iou"]) == 27, method
+        assert 0 < m["num_pixels"] < len(fx.labels["val"]) * 32 * 32  # the val city only; its void ids left out
 
 
 def test_the_potsdam_preset_runs_on_the_references_tiles(prefect_harness, tmp_path):
