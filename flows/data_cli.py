@@ -35,14 +35,14 @@ def data_list(root: Optional[Path] = typer.Option(None, "--root", help=ROOT_HELP
     base = root or (Path(os.environ[DATA_ROOT_ENV]) if os.environ.get(DATA_ROOT_ENV) else None)
     if base is None:
         typer.echo(f"(no data root: pass --root or set ${DATA_ROOT_ENV}; showing folder names only)")
-    typer.echo(f"{'dataset':<14} {'classes':>7}  {'found':<34} {'expected at':<40} get it")
+    typer.echo(f"{'dataset':<14} {'classes':>7}  {'found':<40} {'expected at':<40} get it")
     for name, spec in sorted(DATASETS.items()):
         folder = (base / spec.folder) if base else Path("<root>") / spec.folder
         subset = spec.layout.resolve_subset(None, name)
         found = [s for s in spec.splits if base and all((folder / m).exists() for m in spec.layout.markers(s, subset))]
         shown = ", ".join(found) if found else "no"
-        how = "stego data download" if SOURCES[name].url else "registration (see `stego data download`)"
-        typer.echo(f"{name:<14} {spec.num_classes:>7}  {shown:<34} {str(folder):<40} {how}")
+        how = "stego data download" if SOURCES[name].url else f"{SOURCES[name].manual} (see `stego data download`)"
+        typer.echo(f"{name:<14} {spec.num_classes:>7}  {shown:<40} {str(folder):<40} {how}")
 
 
 def histogram_lines(spec, histogram) -> list[str]:

