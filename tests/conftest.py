@@ -75,6 +75,18 @@ def camvid_root() -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def labelmefacade_root() -> Path:
+    """The shared data root holding LabelMeFacade; the test is skipped where it is absent (research use only,
+    so it is never shipped with the repository)."""
+    import os
+
+    root = Path(os.environ.get("STEGO_DATA_ROOT", Path(__file__).resolve().parents[2] / "shared" / "data"))
+    if not (root / "labelmefacade" / "images" / "test").is_dir():
+        pytest.skip(f"LabelMeFacade not found under {root} (set STEGO_DATA_ROOT to the folder holding labelmefacade/)")
+    return root
+
+
 @pytest.fixture(scope="session", autouse=True)
 def isolated_tracking_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Runs made by tests are tracked in a temporary MLflow store, never in the user's home store.

@@ -124,3 +124,22 @@ def build_potsdam(root: Path) -> Fixture:
                 fx.raw[lab] = label
         (fx.folder / files[split]).write_text("".join(f"{i}\n" for i in ids))
     return fx
+
+
+LABELMEFACADE_IDS = [0, 1, 2, 3, 4, 5, 6, 7, 8]  # various, building, car, door, pavement, road, sky, vegetation, window
+
+
+def build_labelmefacade(root: Path, *, train: int = 10, test: int = 3) -> Fixture:
+    """``labelmefacade/`` as the re-packed source lies: JPEG images, 8-bit id PNGs, train and test folders.
+    Stems are ``<split>_street_<i>`` so their sorted order is the order written."""
+    fx = Fixture(root, root / "labelmefacade")
+    for split, count, offset in (("train", train, 0), ("test", test, 100)):
+        for i in range(count):
+            stem, seed = f"{split}_street_{i:03d}", offset + i
+            label = blocky(LABELMEFACADE_IDS, seed)
+            image = _jpg(fx.folder / "images" / split / f"{stem}.jpg", pixels_for(label, seed))
+            lab = _png(fx.folder / "labels" / split / f"{stem}.png", label)
+            fx.images.setdefault(split, []).append(image)
+            fx.labels.setdefault(split, []).append(lab)
+            fx.raw[lab] = label
+    return fx

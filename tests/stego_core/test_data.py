@@ -80,7 +80,7 @@ def test_list_samples_errors(tmp_path):
 
 
 def test_registry_specs_are_consistent():
-    assert list_datasets() == ["camvid", "cityscapes27", "cocostuff27", "potsdam3"]
+    assert list_datasets() == ["camvid", "cityscapes27", "cocostuff27", "labelmefacade", "labelmefacade9", "potsdam3"]
     assert "folder" not in DATASETS
     for spec in DATASETS.values():
         assert len(spec.class_names) == len(spec.colors) == spec.num_classes

@@ -108,6 +108,14 @@ def test_potsdam3():
     assert LABEL_MAPS["potsdam3"](raw).tolist() == [[0, 1, 2, 2, 0, 1, 255, 6]]
 
 
+def test_labelmefacade8():
+    raw = np.array([[0, 1, 2, 3, 4, 5, 6, 7, 8, 255, 9]], dtype=np.uint8)
+    # various (also the unlabelled canvas) -> void; building..window -> 0..7; 9 is no LabelMeFacade id and passes
+    assert LABEL_MAPS["labelmefacade8"](raw).tolist() == [[255, 0, 1, 2, 3, 4, 5, 6, 7, 255, 9]]
+    names = DATASETS["labelmefacade"].class_names
+    assert [names[i] for i in apply_label_map(np.array([1, 7, 8]), "labelmefacade8")] == ["building", "vegetation", "window"]
+
+
 def test_registry_maps_match_class_counts():
     for spec in DATASETS.values():
         raw = np.arange(256, dtype=np.uint8)
