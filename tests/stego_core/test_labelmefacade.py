@@ -127,3 +127,23 @@ def test_the_real_data_reads_as_registered(labelmefacade_root):
             assert set(np.unique(raw)) <= set(range(9))  # the README: no pixel is 255
             label = mapped(sample, "labelmefacade")
             assert np.array_equal(label == 255, raw == 0) and np.array_equal(label[raw > 0], raw[raw > 0] - 1)
+
+
+def test_the_pipelines_readers_take_its_samples(tmp_path):
+    """The crop stage's writer (five crops, unlabelled `all` or labelled `train`) and the evaluation dataset."""
+    from stego_core.data import SegmentationDataset, write_crops
+
+    build_labelmefacade(tmp_path, train=3, test=2)
+    spec = DATASETS["labelmefacade"]
+    for split, labelled in (("train", True), ("all", False)):
+        samples = dataset_samples("labelmefacade", split, tmp_path)
+        out = tmp_path / f"crops-{split}"
+        n = write_crops(samples, out, resolution=16, five_crop=True, crop_ratio=0.5, num_classes=spec.num_classes,
+                        label_map=spec.label_map, ignore_index=255, workers=1)
+        labels = np.load(out / "labels.npy")
+        assert n == 5 * len(samples) and set(np.unique(labels)) <= set(range(8)) | {255}
+        assert bool((labels != 255).any()) == labelled
+    ds = SegmentationDataset(dataset_samples("labelmefacade", "test", tmp_path), resolution=16, mean=(0.5,) * 3,
+                             std=(0.5,) * 3, num_classes=spec.num_classes, label_map=spec.label_map)
+    item = ds[0]
+    assert item["image"].shape == (3, 16, 16) and item["has_label"] and (item["label"] != 255).any()
