@@ -110,6 +110,9 @@ def test_the_preset_trains_on_train_and_reports_test_and_all_trains_without_labe
     transductive = cfg.model_copy(update={"data": cfg.data.model_copy(update={"train_split": "all"})})
     assert len(split_info(transductive, "train").samples) == 13
     assert all(s.label is None for s in split_info(transductive, "train").samples)
+    from stego_core.validation import preflight
+
+    assert preflight(cfg).sizes == {"train": 10, "eval": 3} and preflight(transductive).sizes == {"train": 13, "eval": 3}
     with pytest.raises(ValueError, match=r"has no split 'val'; choose one of \['all', 'test', 'train', 'tune_train'"):
         split_info(ExperimentConfig.model_validate({"data": {"dataset": "labelmefacade", "data_root": str(tmp_path)}}),
                    "eval")  # the config's default eval split is val, which LabelMeFacade lacks
