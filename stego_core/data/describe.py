@@ -53,10 +53,12 @@ def class_shares(name: str, split: str, data_root: str | os.PathLike | None, *, 
     """Pixels per class of ``split`` (its first ``limit`` images), from the cache when unchanged.
 
     Raises:
-        ValueError: unknown dataset, split or subset; DataError: a missing or unreadable label, or
+        ValueError: unknown dataset, split or subset, or an unlabelled split; DataError: a missing or unreadable label, or
             one with ids outside the classes (the file is named: `stego data check` lists them all).
     """
     spec = get_dataset(name)
+    if split in spec.splits and split not in spec.layout.labelled:
+        raise ValueError(f"split {split!r} of {name!r} has no labels to count; describe one of {list(spec.layout.labelled)}")
     subset = spec.layout.resolve_subset(subset, name)
     samples = [s for s in dataset_samples(name, split, data_root, subset=subset, limit=limit) if s.label is not None]
     cache = None

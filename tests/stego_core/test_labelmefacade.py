@@ -95,6 +95,8 @@ def test_missing_data_says_it_is_installed_by_hand(tmp_path):
     listing = stego("list", "--root", tmp_path)
     row = next(line for line in listing.output.splitlines() if line.startswith("labelmefacade "))
     assert "train, test, all, tune_train, tune_val" in row and "by hand" in row
+    described = stego("describe", "labelmefacade", "--split", "all", "--root", tmp_path)
+    assert described.exit_code == 2 and "split 'all' of 'labelmefacade' has no labels to count" in described.output
 
 
 def test_the_preset_trains_on_train_and_reports_test_and_all_trains_without_labels(tmp_path):
