@@ -149,12 +149,9 @@ _POTSDAM3 = DatasetSpec(
 _LMF_NAMES = ("building", "car", "door", "pavement", "road", "sky", "vegetation", "window")
 _LMF_COLORS = ((128, 0, 0), (128, 0, 128), (128, 128, 0), (128, 128, 128), (128, 64, 0), (0, 128, 128),
                (0, 128, 0), (0, 0, 128))
-_LMF_HINT = ("not downloadable automatically (research use only, no open licence): get "
-             "https://github.com/cvjena/labelmefacade (images/*.jpg, colour labels/*.png, train.txt, test.txt) and "
-             "write ROOT/labelmefacade/images/{train,test}/<id>.jpg (as train.txt / test.txt list them) and "
-             "ROOT/labelmefacade/labels/{train,test}/<id>.png, 8-bit ids from the colours: 0 various (0,0,0), "
-             "1 building (128,0,0), 2 car (128,0,128), 3 door (128,128,0), 4 pavement (128,128,128), "
-             "5 road (128,64,0), 6 sky (0,128,128), 7 vegetation (0,128,0), 8 window (0,0,128)")
+_LMF_HINT = ("research use only, installed by hand from https://github.com/cvjena/labelmefacade (its colour labels "
+             "written as ids 0..8 in ROOT/labelmefacade/labels/{train,test}/<id>.png, the images in "
+             "ROOT/labelmefacade/images/{train,test}/<id>.jpg): `stego data download labelmefacade` prints the steps")
 
 _LABELMEFACADE = DatasetSpec(
     name="labelmefacade",
