@@ -91,6 +91,7 @@ def test_a_bug_exits_1_with_one_line_and_the_traceback_in_a_log(tmp_path, monkey
     text = log.read_text()
     assert "command: " in text and "Traceback (most recent call last)" in text and "in broken" in text
 
+    monkeypatch.setenv("STEGO_DEBUG", "0")  # --debug sets it to 1 in this process; restored after the test
     debug = RUNNER.invoke(app, ["--debug", "presets"], env={"STEGO_HOME": str(tmp_path)})
     assert debug.exit_code == 1 and "Traceback (most recent call last)" in debug.output and "in broken" in debug.output
     assert debug.output.strip().splitlines()[-1].startswith("error: unexpected KeyError")
