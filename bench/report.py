@@ -368,34 +368,41 @@ def scale_section() -> str:
     st = sc["settings"]
     if not sc["growth"]:
         return missing("memory at two sizes for every shape", "python bench/scale.py --resume")
-    sizes = [int(n) for n in sc["growth"][0]["anon_above_bare_mb"]]
+    sizes = sorted({int(n) for g in sc["growth"] for n in g["anon_above_bare_mb"]})
     stopped = "" if sc.get("complete", True) else (
-        f" The run was stopped before it finished: shown are the sizes every shape completed; {max(r['crops'] for r in sc['rows'])}"
-        " crops were measured for some shapes only (in the JSON).")
+        " The run was stopped before it finished: each shape's growth is over the sizes it completed (the `growth`"
+        " column says which).")
     lines = [f"`{sc['command'].strip()}`: {sc['what']} ({sc['machine']['cpus']} CPU cores"
              f"{', GPU ' + sc['machine']['gpu'] if sc['machine'].get('gpu') else ', no GPU'}; {st['steps']} training /"
              f" probe steps, memory budget {st['host_gb']} GB host / {st['device_gb']} GB device, so that every table"
              f" over 256 MB streams). Peak anonymous memory above a bare process that imported the same modules, in MB,"
-             f" at {', '.join(str(n) for n in sizes)} crops; growth = from {sc['growth'][0]['from_to'][0]} to"
-             f" {sc['growth'][0]['from_to'][1]} crops; disk = bytes the stage wrote per crop.{stopped}", "",
-             "| shape | stage | MB above bare | growth MB | disk B/crop | s per 1,000 crops | where the big table was |",
+             f" at {', '.join(str(n) for n in sizes)} crops; growth = between the sizes named; disk = bytes the stage"
+             f" wrote per crop; time per 1,000 crops from the same two sizes (other jobs shared the cores: noisy).{stopped}", "",
+             "| shape | stage | MB above bare | growth MB (crops) | disk B/crop | s per 1,000 crops | where the big table was |",
              "|---|---|---|---|---|---|---|"]
     for g in sc["growth"]:
+        placement = re.sub(r" /\S+\.npy", "", g["placement"] or "")  # the scratch file's path: the run's own
         lines.append(f"| {g['backbone']} | {g['stage']} | {' / '.join(f'{v:.0f}' for v in g['anon_above_bare_mb'].values())}"
-                     f" | **{g['growth_mb']:+.0f}** | {g['disk_bytes_per_crop']:,} | {g['wall_s_per_1000_crops']:.1f} |"
-                     f" {g['placement'] or ''} |")
+                     f" | **{g['growth_mb']:+.0f}** ({g['from_to'][0]}→{g['from_to'][1]}) | {g['disk_bytes_per_crop']:,} |"
+                     f" {g['wall_s_per_1000_crops']:.1f} | {placement} |")
     worst = max(sc["growth"], key=lambda g: g["growth_mb"])
     lines += ["", f"Largest growth: {worst['stage']} ({worst['backbone']}) {worst['growth_mb']:+.0f} MB."]
     before = load("scale_before.json")
     if before:
-        by = {(g["backbone"], g["stage"]): g for g in sc["growth"]}
+        def above(backbone: str, stage: str, crops: int) -> float | None:
+            rows = {r["stage"]: r["peak_anon_bytes"] for r in sc["rows"] if r["backbone"] == backbone and r["crops"] == crops}
+            return (rows[stage] - rows["bare"]) / 2**20 if stage in rows and "bare" in rows else None
+
+        def after_growth(g: dict) -> str:
+            lo, hi = (above(g["backbone"], g["stage"], int(n)) for n in g["from_to"])
+            return "not measured" if lo is None or hi is None else f"{hi - lo:+.0f}"
+
         lines += ["", f"The same sizes with the code before this work (`{before['command'].strip()}`, `--code` the commit"
                   " before; the old crop stage wrote PNGs):", "",
-                  "| shape | stage | before: MB above bare | before: growth MB | after: growth MB |", "|---|---|---|---|---|"]
+                  "| shape | stage | before: MB above bare | before: growth MB | after: growth MB, same sizes |", "|---|---|---|---|---|"]
         for g in before["growth"]:
-            now = by.get((g["backbone"], g["stage"]))
             lines.append(f"| {g['backbone']} | {g['stage']} | {' / '.join(f'{v:.0f}' for v in g['anon_above_bare_mb'].values())}"
-                         f" | {g['growth_mb']:+.0f} | {now['growth_mb']:+.0f} |" if now else "")
+                         f" | {g['growth_mb']:+.0f} | {after_growth(g)} |")
     bare = max(r["peak_anon_bytes"] for r in sc["rows"] if r["stage"] == "bare") / 2**30
     lines += ["", "**Projection at the default settings** (4 GB host and device budgets, 224 px crops, 70-d code;"
               " model in `bench/scale.py: projection`): the worst stage's host memory above a bare process"

@@ -254,22 +254,25 @@ def complete_sizes(rows: list[dict]) -> list[int]:
     return sorted(n for n in {r["crops"] for r in rows} if all((b, n, s) in done for b in shapes for s in STAGES))
 
 
+GROWTH_FROM = 1000
+
+
 def growth_table(rows: list[dict]) -> list[dict]:
     """Per backbone and stage: peak anonymous memory above the bare process at each size, and its growth
-    from the second-smallest to the largest size (1,000 -> 4,000 by default), over the sizes that every
-    shape completed."""
+    from the smallest size of at least :data:`GROWTH_FROM` crops (below it fixed costs dominate) to the largest
+    size that the shape completed (1,000 -> 4,000 by default)."""
     out = []
-    sizes = complete_sizes(rows)
-    if len(sizes) < 2:
-        return out
     for backbone in sorted({r["backbone"] for r in rows}):
+        sizes = complete_sizes([r for r in rows if r["backbone"] == backbone])
+        if len(sizes) < 2:
+            continue
         bare = {r["crops"]: r["peak_anon_bytes"] for r in rows if r["backbone"] == backbone and r["stage"] == "bare"}
         for stage in STAGES[1:]:
             by = {r["crops"]: r for r in rows if r["backbone"] == backbone and r["stage"] == stage}
             if not by:
                 continue
             above = {n: by[n]["peak_anon_bytes"] - bare[n] for n in sizes if n in by}
-            lo, hi = (sizes[1] if len(sizes) > 2 else sizes[0]), sizes[-1]
+            lo, hi = next((n for n in sizes if n >= GROWTH_FROM), sizes[0]), sizes[-1]
             disk_slope = (by[hi]["disk_bytes"] - by[lo]["disk_bytes"]) / max(hi - lo, 1)
             wall_slope = (by[hi]["wall_s"] - by[lo]["wall_s"]) / max(hi - lo, 1)
             out.append({"backbone": backbone, "stage": stage, "anon_above_bare_mb": {n: round(v / 2**20, 1) for n, v in above.items()},
