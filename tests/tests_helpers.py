@@ -1,7 +1,10 @@
 """Settings shared by the end-to-end tests: a tiny but real pipeline run; a synthetic folder dataset."""
 from __future__ import annotations
 
+import contextlib
+import subprocess
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from PIL import Image
@@ -50,3 +53,19 @@ def synthetic_config(data: Path, **memory) -> ExperimentConfig:
         "linear": {"steps": 6, "loss_resolution": 8},
         "memory": memory,
     })
+
+
+@contextlib.contextmanager
+def small_tmpfs(folder: Path, size: str) -> Iterator[Path]:
+    """A real tmpfs of ``size`` (e.g. ``"4m"``) mounted at ``folder`` (created), unmounted after; the
+    test is skipped where mounting is not allowed."""
+    import pytest
+
+    folder.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()})")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)

@@ -3,7 +3,6 @@ mounts), the crop and embed stages refuse before writing, with the bytes needed,
 folder; the plan is what the stages then write."""
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -14,19 +13,13 @@ from stego_core.budget import DiskSpaceError, crop_bytes, embed_bytes
 from stego_core.config import ExperimentConfig
 from tests_helpers import synthetic_config as config
 from tests_helpers import synthetic_folder as write_folder
+from tests_helpers import small_tmpfs
 
 
 @pytest.fixture
 def small_disk(tmp_path):
-    mount = tmp_path / "small"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()})")
-    try:
+    with small_tmpfs(tmp_path / "small", "4m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from dataset_fixtures import build_labelmefacade
+from dataset_fixtures import build_labelmefacade, by_hand
 from flows.cli import app
 from stego_core.config import ExperimentConfig
 from stego_core.data import DATASETS, DataError, dataset_samples, load_image, load_label
@@ -16,14 +16,6 @@ from stego_core.stages import split_info
 BY_HAND_8 = {0: 255, 1: 0, 2: 1, 3: 2, 4: 3, 5: 4, 6: 5, 7: 6, 8: 7}
 BY_HAND_9 = {i: i for i in range(9)}
 NAMES = ["various", "building", "car", "door", "pavement", "road", "sky", "vegetation", "window"]
-
-
-def by_hand(raw: np.ndarray, table: dict[int, int]) -> np.ndarray:
-    out = np.full(raw.shape, -1, dtype=np.int64)
-    for value, cls in table.items():
-        out[raw == value] = cls
-    assert (out >= 0).all(), "the fixture holds an id the hand table lacks"
-    return out
 
 
 def mapped(sample, name):

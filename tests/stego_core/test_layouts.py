@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy.io import loadmat
 
-from dataset_fixtures import build_cityscapes, build_cocostuff, build_potsdam
+from dataset_fixtures import build_cityscapes, build_cocostuff, build_potsdam, by_hand
 from stego_core.config import ExperimentConfig
 from stego_core.data import DataError, dataset_samples, dataset_subset, load_image, load_label
 from stego_core.stages import split_info
@@ -14,14 +14,6 @@ from stego_core.stages import split_info
 def mapped(sample, name):
     image = load_image(sample.image)
     return load_label(sample.label, size=image.size, num_classes=27 if name != "potsdam3" else 3, label_map=name)
-
-
-def by_hand(raw: np.ndarray, table: dict[int, int]) -> np.ndarray:
-    out = np.full(raw.shape, -1, dtype=np.int64)
-    for value, cls in table.items():
-        out[raw == value] = cls
-    assert (out >= 0).all(), "the fixture holds an id the hand table lacks"
-    return out
 
 
 # Raw id -> class id, read off the reference's tables (COCO-Stuff fine_to_coarse; Cityscapes id - 7 with

@@ -12,6 +12,7 @@ import pytest
 
 from flows.errors import expected_message
 from tasks.catalog import ArtifactStore
+from tests_helpers import small_tmpfs
 
 STAGE, KEY = "embed", "k0123456789abcdef"
 ARRAY = np.random.default_rng(0).standard_normal((1000, 384)).astype(np.float32)  # 1.5 MB
@@ -19,15 +20,8 @@ ARRAY = np.random.default_rng(0).standard_normal((1000, 384)).astype(np.float32)
 
 @pytest.fixture
 def small_disk(tmp_path):
-    mount = tmp_path / "small"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()})")
-    try:
+    with small_tmpfs(tmp_path / "small", "1m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def write(store: ArtifactStore, fill_to: int | None = None) -> None:
