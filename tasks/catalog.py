@@ -60,6 +60,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from stego_core.digest import file_sha256
+
 logger = logging.getLogger(__name__)
 
 CODE_VERSION: str = "stego-0.2"
@@ -71,7 +73,6 @@ STAMPS_DIRNAME = ".verified"
 """``<root>/.verified/<stage>/<key>.json``: the verified stamps (a dot name is never a stage)."""
 KEY_HEX_CHARS = 20
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-_CHUNK_BYTES = 1 << 20
 _PUBLISH_ATTEMPTS = 3
 
 
@@ -162,15 +163,6 @@ def artifact_key(
     }
     digest = hashlib.sha256(_canonical_json(payload, where).encode("ascii")).hexdigest()
     return digest[:KEY_HEX_CHARS]
-
-
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file's bytes, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _list_files(folder: Path) -> tuple[list[str], list[str]]:

@@ -10,7 +10,6 @@ into ``<root>/<spec.folder>`` as the dataset's layout reads them.
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import logging
 import shutil
@@ -21,11 +20,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..digest import file_sha256
 from .errors import DataError
 from .registry import get_dataset
 from .sources import Source, get_source
 
-__all__ = ["InstallResult", "fetch", "install_dataset", "sha256_of"]
+__all__ = ["InstallResult", "fetch", "install_dataset"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,16 +33,8 @@ _CHUNK = 1 << 20
 Progress = Callable[[int | None, int], Callable[[int], None]]  # (total, start) -> update(nbytes)
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _check_sum(path: Path, sha256: str | None) -> str:
-    actual = sha256_of(path)
+    actual = file_sha256(path)
     if sha256 and actual != sha256.lower():
         path.unlink()
         raise DataError(f"{path} is corrupt: its sha256 is {actual}, expected {sha256.lower()}; removed it: "
