@@ -9,6 +9,23 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def parse_run_args(ap, results: Path):
+    """Add the options every multi-seed quality script shares (``--seeds``, ``--artifact-root``, ``--json``), parse
+    them, and return ``(args, artifact root, the JSON written so far or {})``: reruns skip what is there."""
+    import json
+    import logging
+
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--artifact-root", default=None, help="default: $STEGO_HOME/artifacts")
+    ap.add_argument("--json", type=Path, default=results)
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    from flows.pipeline import default_artifact_root
+
+    previous = json.loads(args.json.read_text()) if args.json.exists() else {}
+    return args, args.artifact_root or default_artifact_root(), previous
+
+
 def run_pipeline(cfg, root: str) -> dict:
     """The real `stego_pipeline` flow, tracking off, inputs not re-checked, artifacts under ``root``."""
     from flows.pipeline import stego_pipeline

@@ -205,6 +205,94 @@ def ablation_reading(rows: dict) -> list[str]:
     return out
 
 
+def dim_sweep_section(d: dict | None) -> str:
+    """Per split: rows = code dimensions, columns = methods (mIoU mean ± std over seeds), the figure, and where
+    the head's code beats PCA to the same dimension (difference of the means, in mIoU points)."""
+    if not d or not d.get("tables"):
+        return missing("the dimension sweep", "python bench/dim_sweep.py")
+    methods = [("stego_cluster", "STEGO k-means"), ("pca_kmeans", "PCA k-means"), ("randproj_kmeans", "rand. proj. k-means"),
+               ("stego_linear", "STEGO linear"), ("pca_linear", "PCA linear"), ("randproj_linear", "rand. proj. linear")]
+    raw = [("raw_kmeans", "raw k-means"), ("raw_linear", "raw linear")]
+    out = [f"`{d['command']}` (preset `{d['preset']}` with {', '.join(f'`{o}`' for o in d['overrides'])}; seeds "
+           f"{', '.join(map(str, d['seeds'])) or 'none completed'}). mIoU in %, mean ± std over seeds; the raw-feature "
+           "baselines (all 384 channels) are the same at every dimension.", ""]
+    for split, rows in d["tables"].items():
+        by = {(r["dim"], r["method"]): r for r in rows}
+        dims = sorted({r["dim"] for r in rows})
+        seeds = max((r["seeds"] for r in rows), default=0)
+        out += [f"**{split}** ({seeds} seed{'s' if seeds != 1 else ''}):", "",
+                "| dim | " + " | ".join(n for _, n in methods) + " |", "|---|" + "---|" * len(methods)]
+        for dim in dims:
+            cells = [pm({"mean": by[(dim, m)]["mIoU_mean"], "std": by[(dim, m)]["mIoU_std"],
+                         "values": [0] * by[(dim, m)]["seeds"]}) if (dim, m) in by else "-" for m, _ in methods]
+            out.append(f"| {dim} | " + " | ".join(cells) + " |")
+        base = {m: by.get((dims[0], m)) for m, _ in raw} if dims else {}
+        out += ["", "Raw features: " + ", ".join(f"{n} {pct(base[m]['mIoU_mean'])}" for m, n in raw if base.get(m)) + ".", ""]
+        for kind, (ours, pca) in (("k-means", ("stego_cluster", "pca_kmeans")), ("linear probe", ("stego_linear", "pca_linear"))):
+            diff = [(dim, 100 * (by[(dim, ours)]["mIoU_mean"] - by[(dim, pca)]["mIoU_mean"])) for dim in dims
+                    if (dim, ours) in by and (dim, pca) in by]
+            if diff:
+                out.append(f"- {kind}, STEGO minus PCA (mIoU points): " + ", ".join(f"{dim}: {v:+.1f}" for dim, v in diff))
+        out += ["", f"![mIoU and accuracy against the code dimension, {split}](dim_sweep_{split}.png)", ""]
+    return "\n".join(out) + "\n"
+
+
+def robustness_section(r: dict | None) -> str:
+    """The two-dataset table (ratio to raw k-means and PCA per seed), both directions of selection, and how the
+    restart-agreement rule tracks mIoU."""
+    if not r or not r.get("table"):
+        return missing("the two-dataset robustness protocol", "python bench/robustness.py")
+    splits = [f"{d}/{s}" for d, spec in r["datasets"].items() for s in spec["splits"]]
+    out = [f"Every run: {', '.join(f'`{o}`' for o in r['common'])}. Cluster mIoU in % (mean ± std over seeds), then its"
+           " ratio to raw k-means and to PCA-70 k-means of the same run (mean of the per-seed ratios, and the worst seed's).", "",
+           "| row | " + " | ".join(f"{s} mIoU | vs raw (worst) | vs PCA" for s in splits) + " |",
+           "|---|" + "---|---|---|" * len(splits)]
+    for name, row in r["table"].items():
+        cells = []
+        for s in splits:
+            sc = row["scores"].get(s)
+            cells += ([pm(sc["mIoU"]), f"{sc['vs_raw']['mean']:.2f}x ({min(sc['vs_raw']['values']):.2f}x)",
+                       f"{sc['vs_pca']['mean']:.2f}x"] if sc else ["-", "-", "-"])
+        out.append(f"| `{name}`: {row['description']} | " + " | ".join(cells) + " |")
+    out += ["", "Selection on one dataset, report on the other (the row with the best mean ratio to raw k-means on the"
+            " selection split):", ""]
+    for sel in r.get("selection", []):
+        rep = sel["reported"]
+        out.append(f"- chosen on {sel['chosen_on']} ({sel['selection_vs_raw']:.2f}x there): `{sel['chosen']}`; on "
+                   f"{sel['reported_on']}: {pm(rep['mIoU'])} mIoU, {rep['vs_raw']['mean']:.2f}x raw k-means "
+                   f"(worst seed {min(rep['vs_raw']['values']):.2f}x), {rep['vs_pca']['mean']:.2f}x PCA")
+    a = r.get("agreement")
+    if a:
+        def f(x):
+            return "-" if x is None else f"{x:+.2f}"
+        out += ["", f"Restart agreement (mean pairwise NMI of the 10 k-means restarts, no labels) against mIoU, over "
+                f"{a['pairs']} (run, code) pairs: Spearman {f(a['spearman_pooled'])} pooled; by split "
+                + ", ".join(f"{k} {f(v)}" for k, v in a["spearman_by_split"].items())
+                + f". On the head-minus-raw differences the rule decides on: {f(a['spearman_difference'])} ("
+                + ", ".join(f"{k} {f(v)}" for k, v in a["spearman_difference_by_split"].items())
+                + f"); the rule picked the better code in {a['rule_picked_better']} runs."]
+    return "\n".join(out) + "\n"
+
+
+def transfer_section(t: dict | None) -> str:
+    """Train x eval matrices of cluster mIoU, one per method."""
+    if not t or not t.get("summary"):
+        return missing("the transfer matrix", "python bench/transfer.py")
+    names = {"stego_cluster_head": "STEGO head (dinov2 recipe)", "stego_cluster": "code chosen by restart agreement",
+             "pca_kmeans": "PCA-70 k-means", "raw_kmeans": "raw k-means"}
+    pairs = [k.split("->") for k in t["summary"]]
+    trains, targets = sorted({a for a, _ in pairs}), sorted({b for _, b in pairs})
+    out = [f"Cluster mIoU (%) on each dataset's {t['split']} split, mean ± std over seeds; rows: training dataset, "
+           "columns: evaluation dataset (its own number of clusters).", ""]
+    for m in t["methods"]:
+        out += [f"**{names.get(m, m)}**", "", "| trained on | " + " | ".join(targets) + " |", "|---|" + "---|" * len(targets)]
+        for a in trains:
+            out.append(f"| {a} | " + " | ".join(pm(t["summary"][f"{a}->{b}"][m]) if f"{a}->{b}" in t["summary"] else "-"
+                                             for b in targets) + " |")
+        out.append("")
+    return "\n".join(out) + "\n"
+
+
 def readout_choice_section(r: dict | None) -> str:
     if not r:
         return missing("the label-free choice among k-means restarts", "python bench/readout_choice.py")
@@ -475,6 +563,19 @@ regenerates this page). {machine_line(q)}
 `python bench/readout_choice.py --restarts 10`
 
 {readout_choice_section(load("readout_choice.json"))}
+## STEGO as dimensionality reduction
+
+{dim_sweep_section(load("dim_sweep.json"))}
+## Two datasets: does a recipe help on data it was not tuned on?
+
+`python bench/robustness.py`
+
+{robustness_section(load("robustness.json"))}
+### Transfer: trained on one dataset, scored on the other
+
+`python bench/transfer.py`
+
+{transfer_section(load("transfer.json"))}
 ## Speed
 
 ### Embed stage against a bare forward loop

@@ -143,7 +143,7 @@ def run_stages(cfg: ExperimentConfig, store: str, output: str | None, tracker: R
     # A linear probe predicts the training split's classes: it is scored only when the evaluation split has
     # the same ones (a transfer to a dataset with other classes gets the label-free methods only).
     same_classes = (train_info.num_classes, train_info.class_names) == (k, eval_info.class_names)
-    labelled = same_classes and any(s.label is not None for s in train_info.samples)
+    labelled = cfg.probes and same_classes and any(s.label is not None for s in train_info.samples)
     if not same_classes:
         run_logger().info("the evaluation classes (%d) are not the training classes (%d): no linear probes", k,
                           train_info.num_classes)
@@ -152,6 +152,8 @@ def run_stages(cfg: ExperimentConfig, store: str, output: str | None, tracker: R
     # baselines (raw and reduced) use the paper's readout: k-means best of kmeans_restarts by objective,
     # whatever readout options the STEGO code uses, and the same linear probe.
     sources: dict[str, tuple[dict, ExperimentConfig]] = {"stego": ({"head": head["key"]}, cfg)}
+    if cfg.cluster.code != "head":  # the raw features with the STEGO readout: the other candidate of cluster.code
+        sources["tokens"] = ({}, cfg)
     if cfg.baselines:
         sources["raw"] = ({}, baseline_config(cfg))
     reductions = {}
@@ -163,14 +165,20 @@ def run_stages(cfg: ExperimentConfig, store: str, output: str | None, tracker: R
         inputs = {"embed": emb_train["key"], **code}
         readouts[f"{name}_cluster"] = ("cluster", run(cluster_task, "cluster", inputs, of=of, num_classes=k,
                                                       method=of.cluster.method), code)
-        if labelled:
+        if labelled and name != "tokens":
             readouts[f"{name}_linear"] = ("linear_probe", run(linear_probe_task, "linear_probe", inputs, num_classes=k), code)
     tracker.log_probes({name: Path(ref["path"]) for name, (_, ref, _) in readouts.items()})
+    # The cluster readout's code (cluster.code): the head's, the raw features', or whichever's restarts agree most.
+    cluster_code = choose_cluster_code(cfg, {c: Path(readouts[r][1]["path"]) for c, r in (("head", "stego_cluster"),
+                                                                                         ("raw", "tokens_cluster")) if r in readouts})
+    chosen = "stego_cluster" if cluster_code["chosen"] == "head" else "tokens_cluster"
     # 6. Predictions on the evaluation split (+ dense CRF on the STEGO clusters).
-    plan = {"stego_cluster": ("stego_cluster", False), "stego_linear": ("stego_linear", False),
+    plan = {"stego_cluster": (chosen, False), "stego_linear": ("stego_linear", False),
             "raw_kmeans": ("raw_cluster", False), "raw_linear": ("raw_linear", False)}
+    if cfg.cluster.code != "head":
+        plan.update(stego_cluster_head=("stego_cluster", False), stego_cluster_raw=("tokens_cluster", False))
     if cfg.crf.enabled:
-        plan["stego_cluster_crf"] = ("stego_cluster", True)
+        plan["stego_cluster_crf"] = (chosen, True)
     for method in cfg.reduce.methods:
         plan.update({f"{method}_kmeans": (f"{method}_cluster", False), f"{method}_linear": (f"{method}_linear", False)})
     preds = {}
@@ -192,12 +200,12 @@ def run_stages(cfg: ExperimentConfig, store: str, output: str | None, tracker: R
     result = {"metrics": metrics, "config": cfg.model_dump(mode="json"),
               "artifacts": {n: r["key"] for n, r in refs.items() if r},
               "cached": {n: bool(r.get("cached")) for n, r in refs.items() if r},
-              "usage": {n: r["usage"] for n, r in refs.items() if r and r.get("usage")}}
+              "usage": {n: r["usage"] for n, r in refs.items() if r and r.get("usage")}, "cluster_code": cluster_code}
     shards = {role: refs_["shards"] for role, refs_ in (("train", train_refs), ("eval", eval_refs)) if "shards" in refs_}
     if shards:
         result["shards"] = shards
     linear = readouts.get("stego_linear")
-    files = model_files(Path(head["path"]), Path(readouts["stego_cluster"][1]["path"]), Path(linear[1]["path"]) if linear else None)
+    files = model_files(Path(head["path"]), Path(readouts[chosen][1]["path"]), Path(linear[1]["path"]) if linear else None)
     if output:
         write_run_folder(Path(output), result, files)
     # 8. The record in MLflow: metrics, checkpoints, figures.
@@ -208,6 +216,24 @@ def run_stages(cfg: ExperimentConfig, store: str, output: str | None, tracker: R
         tracker.log_result(result, files, figures)
         result.update(mlflow_run_id=tracker.run_id, tracking_uri=redact(tracker.tracking_uri))
     return result
+
+
+def choose_cluster_code(cfg: ExperimentConfig, cluster_dirs: dict[str, Path]) -> dict:
+    """Which code ``stego_cluster`` reads out (``cluster.code``): ``{"rule", "chosen": "head" | "raw", "agreement":
+    {candidate: mean pairwise NMI of its k-means restarts}}``; under ``agreement`` the highest (the head on a tie)."""
+    rule = cfg.cluster.code
+    agreement = {c: json.loads((d / "clustering.json").read_text()).get("agreement") for c, d in cluster_dirs.items()}
+    if rule == "agreement":
+        missing = [c for c, a in agreement.items() if a is None]
+        if missing:
+            raise RuntimeError(f"cluster.code=agreement: the cluster artifacts of {missing} hold no restart agreement "
+                               "(written by an older release): run `stego cache verify --fix` or clear the cluster stage")
+        chosen = max(agreement, key=lambda c: (agreement[c], c == "head"))
+        run_logger().info("cluster.code=agreement: restarts agree %s (NMI): the cluster readout uses the %s",
+                          {c: round(a, 3) for c, a in agreement.items()}, "head's code" if chosen == "head" else "raw features")
+    else:
+        chosen = rule
+    return {"rule": rule, "chosen": chosen, "agreement": agreement}
 
 
 def baseline_config(cfg: ExperimentConfig) -> ExperimentConfig:
@@ -229,7 +255,7 @@ def write_run_folder(out: Path, result: dict, files: list[Path]) -> None:
     model.mkdir(parents=True, exist_ok=True)
     for src in files:
         shutil.copy2(src, model / src.name)
-    record = {"metrics": result["metrics"], "config": result["config"]}
+    record = {"metrics": result["metrics"], "config": result["config"], "cluster_code": result["cluster_code"]}
     subset = result["config"]["data"].get("subset")
     if subset is not None:  # which images the numbers are about: the paper's curated split, or not
         record["data_subset"] = subset

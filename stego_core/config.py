@@ -168,6 +168,19 @@ class ClusterConfig(_Strict):
     kmeans_restarts: int = Field(5, ge=1, description="k-means restarts (kmeans), or solutions voting (consensus)")
     kmeans_max_tokens: int = Field(500_000, ge=1000, description="token sample for k-means fits")
     temperature: float = Field(2.0, gt=0.0, description="cluster probabilities = softmax(temperature * cosine)")
+    code: Literal["head", "raw", "agreement"] = Field(
+        "head", description="what the cluster readout (stego_cluster) clusters: head: the head's code; raw: the raw "
+        "backbone features (the head is still trained and scored as stego_cluster_head); agreement: both, keeping the "
+        "one whose k-means restarts agree most (mean pairwise NMI, no labels; needs method=kmeans, select=balance)")
+
+    @model_validator(mode="after")
+    def _agreement_needs_restarts(self):
+        if self.code == "agreement" and (self.method, self.select) != ("kmeans", "balance"):
+            raise ValueError(f"cluster.code=agreement compares the restarts of cluster.method=kmeans with "
+                             f"cluster.select=balance, got method={self.method}, select={self.select}")
+        if self.code == "agreement" and self.kmeans_restarts < 2:
+            raise ValueError("cluster.code=agreement needs cluster.kmeans_restarts >= 2 (restarts to compare)")
+        return self
 
 
 class LinearConfig(_Strict):
@@ -235,6 +248,7 @@ class ExperimentConfig(_Strict):
     reduce: ReduceConfig = ReduceConfig()
     memory: MemoryConfig = MemoryConfig()
     baselines: bool = Field(True, description="also score raw-feature k-means and linear probe")
+    probes: bool = Field(True, description="train and score the linear probes (supervised by the training labels)")
 
     @model_validator(mode="after")
     def _teacher_needs_ema(self):

@@ -13,6 +13,10 @@ not say which is better. Two remedies, neither using labels:
   the highest entropy. Degenerate solutions (one cluster swallowing road, pavement and buildings) are
   the bad mode. How well the size entropy ranks restarts by val mIoU, against the objective, is measured
   by ``bench/readout_choice.py`` (docs/RESULTS.md, "Choosing among k-means restarts without labels").
+
+How much the restarts agree with each other (:func:`restart_agreement`, mean pairwise NMI) is recorded
+with every balanced choice: the label-free signal ``cluster.code=agreement`` uses to pick the head's code
+or the raw features for the cluster readout (``bench/robustness.py`` measures how it tracks mIoU).
 """
 from __future__ import annotations
 
@@ -33,20 +37,47 @@ def size_entropy(assignment: np.ndarray, k: int) -> float:
     return float(-(p * np.log(p)).sum())
 
 
+def nmi(a: np.ndarray, b: np.ndarray, k: int) -> float:
+    """Normalised mutual information of two labelings with values in ``[0, k)`` (arithmetic-mean
+    normalisation); 1.0 when both are constant."""
+    n = len(a)
+    joint = np.bincount(np.asarray(a, np.int64) * k + np.asarray(b, np.int64), minlength=k * k).reshape(k, k) / n
+    pa, pb = joint.sum(1), joint.sum(0)
+
+    def entropy(p: np.ndarray) -> float:
+        p = p[p > 0]
+        return float(-(p * np.log(p)).sum())
+
+    nz = joint > 0
+    mi = float((joint[nz] * np.log(joint[nz] / np.outer(pa, pb)[nz])).sum())
+    norm = (entropy(pa) + entropy(pb)) / 2
+    return 1.0 if norm == 0 else max(0.0, min(1.0, mi / norm))
+
+
+def restart_agreement(assignments: list[np.ndarray], k: int) -> float:
+    """Mean NMI over all pairs of restarts' assignments of the same tokens (1.0: every restart found the
+    same partition); ``nan`` for fewer than two restarts."""
+    pairs = [(i, j) for i in range(len(assignments)) for j in range(i + 1, len(assignments))]
+    return float(np.mean([nmi(assignments[i], assignments[j], k) for i, j in pairs])) if pairs else float("nan")
+
+
 def balanced_kmeans_choice(vectors: np.ndarray, k: int, *, restarts: int = 5, seed: int = 0,
                            iterations: int = 50, overwrite: bool = False) -> tuple[np.ndarray, dict]:
     """The restart (``seed``, ``seed + 1``, ...) with the most even cluster sizes: centroids ``(k, D)`` and
-    a summary ``{"entropy": [...], "chosen": i}``. ``overwrite``: ``vectors`` may hold their normalised rows
+    a summary ``{"entropy": [...], "chosen": i, "agreement": mean pairwise NMI of the restarts}``. ``overwrite``: ``vectors`` may hold their normalised rows
     afterwards (no second copy of the sample)."""
     x = normalize_rows(vectors, overwrite=overwrite)
-    entropies, solutions = [], []
+    entropies, solutions, assignments = [], [], []
     for r in range(restarts):
         centroids = spherical_kmeans(x, k, restarts=1, iterations=iterations, seed=seed + r)
-        entropies.append(size_entropy(assign(x, centroids)[0], k))
+        assignments.append(assign(x, centroids)[0])
+        entropies.append(size_entropy(assignments[-1], k))
         solutions.append(centroids)
     chosen = int(np.argmax(entropies))
-    logger.info("k-means restarts: size entropy %s, chose %d", [round(e, 3) for e in entropies], chosen)
-    return solutions[chosen], {"entropy": entropies, "chosen": chosen}
+    agreement = restart_agreement(assignments, k)
+    logger.info("k-means restarts: size entropy %s, chose %d; restarts agree %.3f (NMI)",
+                [round(e, 3) for e in entropies], chosen, agreement)
+    return solutions[chosen], {"entropy": entropies, "chosen": chosen, "agreement": agreement}
 
 
 def consensus_kmeans(vectors: np.ndarray, k: int, *, restarts: int = 20, fine: int = 100, seed: int = 0,

@@ -318,14 +318,16 @@ class RunTracker:
         from tasks.figures import save_png
 
         self.log_batch(result_metrics(result, int(time.time() * 1000)),
-                       tags={f"artifact.{name}": key for name, key in result["artifacts"].items()})
+                       tags={**{f"artifact.{name}": key for name, key in result["artifacts"].items()},
+                             **({"cluster_code": result["cluster_code"]["chosen"]} if result.get("cluster_code") else {})})
         with tempfile.TemporaryDirectory(prefix="stego-mlflow-") as tmp:
             folder = Path(tmp)
             (folder / "model").mkdir()
             for src in model_files:
                 shutil.copy2(src, folder / "model" / Path(src).name)
             (folder / "model" / "config.json").write_text(json.dumps(result["config"], indent=1))
-            (folder / "metrics.json").write_text(json.dumps({"metrics": result["metrics"], "config": result["config"]}, indent=1))
+            record = {"metrics": result["metrics"], "config": result["config"], "cluster_code": result.get("cluster_code")}
+            (folder / "metrics.json").write_text(json.dumps(record, indent=1))
             (folder / "run.json").write_text(json.dumps({k: result.get(k) for k in ("artifacts", "cached", "usage")}, indent=1))
             for name, fig in (figures or {}).items():
                 save_png(fig, folder / "figures" / f"{name}.png")

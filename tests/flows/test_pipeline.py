@@ -30,7 +30,8 @@ def first_run(prefect_harness, camvid_root, tmp_path_factory):
 def test_writes_all_methods_with_real_metrics(first_run):
     result, _, out = first_run
     written = json.loads((out / "metrics.json").read_text())
-    assert set(written) == {"metrics", "config"}
+    assert set(written) == {"metrics", "config", "cluster_code"}
+    assert written["cluster_code"]["chosen"] == "head" and written["cluster_code"]["rule"] == "head"
     assert set(written["metrics"]) == set(METHODS) | set(REDUCTION_METHODS)  # the CamVid presets score the reductions
     for name, m in written["metrics"].items():
         assert 0.0 <= m["accuracy"] <= 1.0 and 0.0 <= m["mIoU"] <= 1.0, name
@@ -118,6 +119,32 @@ def test_raw_baseline_ignores_the_stego_readout_options_and_baselines_off_skips_
     no_raw = stego_pipeline(config=tiny_config(camvid_root, "baselines=false", "reduce.methods=[]"), artifact_root=str(art))
     assert set(no_raw["metrics"]) == {"stego_cluster", "stego_cluster_crf", "stego_linear"}
     assert no_raw["metrics"]["stego_cluster"] == result["metrics"]["stego_cluster"]
+
+
+def test_cluster_code_agreement_picks_the_code_whose_restarts_agree_most(first_run, camvid_root, tmp_path):
+    """``cluster.code=agreement``: the head's code and the raw features are clustered with the same readout; the
+    candidate whose restarts agree most (NMI, recomputed here from the stored record) is ``stego_cluster``, both
+    are scored, and the run folder records the choice. ``cluster.code=raw`` reads out the raw features whatever
+    they score; ``probes=false`` scores no linear probe."""
+    _, art, _ = first_run
+    readout = ["cluster.method=kmeans", "cluster.select=balance", "cluster.kmeans_restarts=3", "reduce.methods=[]"]
+    out = tmp_path / "run"
+    auto = stego_pipeline(config=tiny_config(camvid_root, *readout, "cluster.code=agreement"), artifact_root=str(art),
+                          output=str(out))
+    code = auto["cluster_code"]
+    stored = {c: json.loads((art / "cluster" / auto["artifacts"][f"readout_{r}"] / "clustering.json").read_text())
+              for c, r in (("head", "stego_cluster"), ("raw", "tokens_cluster"))}
+    assert code["agreement"] == {c: v["agreement"] for c, v in stored.items()}
+    assert all(0.0 <= a <= 1.0 for a in code["agreement"].values())
+    assert code["chosen"] == max(code["agreement"], key=code["agreement"].get)
+    m = auto["metrics"]
+    assert m["stego_cluster"] == m[f"stego_cluster_{code['chosen']}"]
+    assert m["stego_cluster_head"] != m["stego_cluster_raw"]
+    assert json.loads((out / "metrics.json").read_text())["cluster_code"] == code
+    raw = stego_pipeline(config=tiny_config(camvid_root, *readout, "cluster.code=raw", "probes=false"),
+                         artifact_root=str(art))
+    assert raw["metrics"]["stego_cluster"] == m["stego_cluster_raw"] and raw["cluster_code"]["chosen"] == "raw"
+    assert not any(name.endswith("linear") for name in raw["metrics"])
 
 
 def test_sharded_splits_give_the_metrics_of_whole_ones(first_run, camvid_root, tmp_path):

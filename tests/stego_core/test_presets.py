@@ -87,6 +87,10 @@ def test_presets_extend_others_and_loops_are_refused(tmp_path, monkeypatch):
         (lambda: build_config(overrides=["cluster.method=spectral"]), r"cluster.method: Input should be 'probe', 'kmeans' or 'consensus'"),
         (lambda: build_config(overrides=["cluster.select=best"]), r"cluster.select"),
         (lambda: build_config(overrides=["loss.q_anchor=2"]), r"loss.q_anchor: Input should be less than or equal to 1"),
+        (lambda: build_config(overrides=["cluster.method=probe", "cluster.code=agreement"]),
+         r"cluster.code=agreement compares the restarts of cluster.method=kmeans with cluster.select=balance"),
+        (lambda: build_config("dinov2", overrides=["cluster.kmeans_restarts=1", "cluster.code=agreement"]),
+         r"cluster.code=agreement needs cluster.kmeans_restarts >= 2"),
     ],
 )
 def test_bad_config_values_name_the_field(call, match):

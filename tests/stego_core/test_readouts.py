@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from stego_core.consensus import balanced_kmeans_choice, consensus_kmeans, size_entropy
+from stego_core.consensus import balanced_kmeans_choice, consensus_kmeans, nmi, restart_agreement, size_entropy
 from stego_core.kmeans import spherical_kmeans
 from stego_core.refine import refine_centroids, smooth_by_affinity
 
@@ -53,6 +53,32 @@ def test_balance_choice_keeps_the_restart_with_the_most_even_sizes():
     # the chosen solution is exactly restart `chosen` run alone
     again = spherical_kmeans(x, 5, restarts=1, seed=10 + info["chosen"])
     assert np.allclose(centroids, again, atol=1e-6)
+
+
+def test_nmi_matches_the_textbook_formula_and_its_edge_cases():
+    """Our NMI (arithmetic normalisation) against a direct computation from the contingency table."""
+    rng = np.random.default_rng(3)
+    a = rng.integers(0, 5, 2000)
+    b = np.where(rng.random(2000) < 0.6, a, rng.integers(0, 5, 2000))
+    joint = np.zeros((5, 5))
+    for i, j in zip(a, b):
+        joint[i, j] += 1
+    joint /= joint.sum()
+    pa, pb = joint.sum(1), joint.sum(0)
+    mi = sum(joint[i, j] * np.log(joint[i, j] / (pa[i] * pb[j])) for i in range(5) for j in range(5) if joint[i, j])
+    h = lambda p: -sum(q * np.log(q) for q in p if q)  # noqa: E731
+    assert nmi(a, b, 5) == pytest.approx(mi / ((h(pa) + h(pb)) / 2), rel=1e-9)
+    assert nmi(a, (a + 2) % 5, 5) == pytest.approx(1.0)  # the same partition, other ids
+    assert nmi(a, rng.integers(0, 5, 2000), 5) < 0.01
+    assert restart_agreement([a], 5) != restart_agreement([a], 5)  # nan: nothing to compare
+
+
+def test_restarts_agree_on_planted_clusters_and_disagree_on_noise():
+    x, _ = blobs([300, 300, 300, 300])
+    _, planted = balanced_kmeans_choice(x, 4, restarts=4, seed=0)
+    noise = np.random.default_rng(0).normal(size=(1200, 12)).astype(np.float32)
+    _, uniform = balanced_kmeans_choice(noise, 4, restarts=4, seed=0)
+    assert planted["agreement"] > 0.95 > 0.6 > uniform["agreement"]
 
 
 def test_affinity_smoothing_averages_identical_tokens_and_respects_distinct_ones():

@@ -1,0 +1,171 @@
+"""Does a recipe help on data it was not tuned on? Two datasets, selection on one, report on the other.
+
+Every candidate recipe is run through the real `stego_pipeline` flow (tracking off, the shared artifact
+cache) on CamVid (train -> val, and train -> test) and on LabelMeFacade (its 100 train images -> its 845
+test images), for each seed. Every run also scores, with no labels used to choose anything:
+
+* ``raw_kmeans``: raw backbone tokens, the paper's readout (k-means best of 5 by objective): the reference;
+* ``pca_kmeans``: PCA of the raw tokens to the code dimension, the same k-means readout;
+* ``stego_cluster_head`` / ``stego_cluster_raw``: the recipe's readout on the head's code / on the raw tokens;
+* ``stego_cluster``: the one of those two whose k-means restarts agree most (``cluster.code=agreement``).
+
+The recipe is chosen on one dataset and reported on the other, in both directions: chosen on CamVid val
+(mean over seeds of cluster mIoU / raw k-means), reported on LabelMeFacade test; chosen on LabelMeFacade
+test, reported on CamVid test. The agreement signal's Spearman correlation with mIoU is computed over
+every (run, candidate) pair, and over the head-minus-raw differences that the rule decides on.
+
+    python bench/robustness.py                                   # recipes dinov2 clusterbook, seeds 0 1 2
+    python bench/robustness.py --recipes dinov2 --seeds 0 --datasets labelmefacade
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from protocol import ROOT, machine, mean_std, parse_run_args, run_pipeline, scores  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results" / "robustness.json"
+# Where each dataset is scored: (split, role) - a selection split chooses, a report split is reported.
+DATASETS = {
+    "camvid": {"preset": "camvid-dinov2s14", "splits": {"val": "select", "test": "report"}},
+    "labelmefacade": {"preset": "labelmefacade-dinov2s14", "splits": {"test": "select+report"}},
+}
+# Common to every run: no CRF (the readout alone), PCA to the code dimension, no linear probes (the
+# protocol is about the label-free cluster readout), the label-free choice of code recorded.
+COMMON = ["crf.enabled=false", "reduce.methods=[pca]", "probes=false", "cluster.code=agreement"]
+RECIPES: dict[str, tuple[str, list[str]]] = {
+    "dinov2": ("the dinov2 recipe (per-anchor shifts, EMA teacher, 168 px, balanced k-means + refinement)", []),
+    "clusterbook": ("dinov2 + a CAUSE-style concept clusterbook (concept-wise contrastive term)",
+                    ["loss.w_concept=1.0"]),
+}
+# Rows of the report: (recipe, method) -> description. The baselines come from the dinov2 runs.
+ROWS = {
+    ("dinov2", "raw_kmeans"): "raw tokens, k-means best of 5 by objective (the paper's readout): reference",
+    ("dinov2", "pca_kmeans"): "PCA to 70 dimensions, the same k-means",
+    ("dinov2", "stego_cluster_raw"): "raw tokens, the dinov2 readout (balanced restarts + refinement), no head",
+    ("dinov2", "stego_cluster_head"): "the dinov2 head's code, the same readout",
+    ("dinov2", "stego_cluster"): "dinov2, code chosen by restart agreement (head or raw tokens)",
+    ("clusterbook", "stego_cluster_head"): "the clusterbook head's code, the dinov2 readout",
+    ("clusterbook", "stego_cluster"): "clusterbook, code chosen by restart agreement",
+}
+
+
+def config(dataset: str, recipe: str, seed: int, split: str):
+    from stego_core.presets import build_config
+
+    return build_config(DATASETS[dataset]["preset"],
+                        overrides=COMMON + RECIPES[recipe][1] + [f"seed={seed}", f"data.eval_split={split}"])
+
+
+def run_id(run: dict) -> str:
+    return f"{run['dataset']}/{run['split']}/{run['recipe']}/{run['seed']}"
+
+
+def summarize(runs: list[dict]) -> dict:
+    """Per row and (dataset, split): mIoU and accuracy over seeds, and the per-seed ratio to raw k-means and to PCA."""
+    by = {(r["dataset"], r["split"], r["recipe"], r["seed"]): r for r in runs}
+    base = {(d, s, seed): r["metrics"] for (d, s, rec, seed), r in by.items() if rec == "dinov2"}
+    table: dict[str, dict] = {}
+    for (recipe, method), description in ROWS.items():
+        row = table.setdefault(f"{recipe}/{method}", {"description": description, "scores": {}})
+        for dataset, spec in DATASETS.items():
+            for split in spec["splits"]:
+                seeds = sorted(seed for (d, s, rec, seed) in by if (d, s, rec) == (dataset, split, recipe)
+                               and (d, s, seed) in base and method in by[(d, s, rec, seed)]["metrics"])
+                if not seeds:
+                    continue
+                m = [by[(dataset, split, recipe, seed)]["metrics"][method] for seed in seeds]
+                raw = [base[(dataset, split, seed)]["raw_kmeans"]["mIoU"] for seed in seeds]
+                pca = [base[(dataset, split, seed)]["pca_kmeans"]["mIoU"] for seed in seeds]
+                row["scores"][f"{dataset}/{split}"] = {
+                    "seeds": seeds, "mIoU": mean_std([x["mIoU"] for x in m]), "accuracy": mean_std([x["accuracy"] for x in m]),
+                    "vs_raw": mean_std([x["mIoU"] / r for x, r in zip(m, raw)]),
+                    "vs_pca": mean_std([x["mIoU"] / p for x, p in zip(m, pca)])}
+    return table
+
+
+def selection(table: dict) -> list[dict]:
+    """Both directions: the row with the best mean ratio to raw k-means on one dataset's selection split,
+    reported (with every row, for comparison) on the other dataset's report split."""
+    directions = [("camvid/val", "labelmefacade/test"), ("labelmefacade/test", "camvid/test")]
+    out = []
+    for chosen_on, reported_on in directions:
+        candidates = {name: row["scores"][chosen_on]["vs_raw"]["mean"] for name, row in table.items()
+                      if chosen_on in row["scores"] and reported_on in row["scores"]}
+        if not candidates:
+            continue
+        best = max(candidates, key=candidates.get)
+        out.append({"chosen_on": chosen_on, "reported_on": reported_on, "chosen": best,
+                    "selection_vs_raw": candidates[best], "reported": table[best]["scores"][reported_on]})
+    return out
+
+
+def agreement_study(runs: list[dict]) -> dict:
+    """How restart agreement tracks mIoU: Spearman over every (run, candidate) pair, per dataset/split and
+    pooled; over the head-minus-raw differences (what the rule decides on); and how often the rule picked
+    the candidate with the higher mIoU."""
+    from scipy.stats import spearmanr
+
+    def rho(xs, ys):
+        return float(spearmanr(xs, ys).statistic) if len(xs) > 2 else None
+
+    points, diffs, right = [], [], []
+    for r in runs:
+        a = r.get("cluster_code", {}).get("agreement") or {}
+        m = r["metrics"]
+        if set(a) != {"head", "raw"} or "stego_cluster_head" not in m:
+            continue
+        where = f"{r['dataset']}/{r['split']}"
+        mi = {c: m[f"stego_cluster_{c}"]["mIoU"] for c in ("head", "raw")}
+        points += [(where, a[c], mi[c]) for c in ("head", "raw")]
+        diffs.append((where, a["head"] - a["raw"], mi["head"] - mi["raw"]))
+        right.append(mi[r["cluster_code"]["chosen"]] >= max(mi.values()))
+    groups = sorted({w for w, _, _ in points})
+    return {
+        "pairs": len(points),
+        "spearman_pooled": rho([p[1] for p in points], [p[2] for p in points]),
+        "spearman_by_split": {g: rho([p[1] for p in points if p[0] == g], [p[2] for p in points if p[0] == g]) for g in groups},
+        "spearman_difference": rho([d[1] for d in diffs], [d[2] for d in diffs]),
+        "spearman_difference_by_split": {g: rho([d[1] for d in diffs if d[0] == g], [d[2] for d in diffs if d[0] == g])
+                                         for g in groups},
+        "rule_picked_better": f"{sum(right)}/{len(right)}",
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
+    ap.add_argument("--datasets", nargs="+", default=["labelmefacade", "camvid"], choices=list(DATASETS))
+    args, root, out = parse_run_args(ap, RESULTS)
+    out.update(what=__doc__.splitlines()[0], common=COMMON, datasets=DATASETS,
+               recipes={k: {"description": d, "overrides": o} for k, (d, o) in RECIPES.items()})
+    runs = out.setdefault("runs", [])
+    done = {run_id(r) for r in runs}
+    for seed in args.seeds:
+        for recipe in args.recipes:
+            for dataset in args.datasets:
+                for split in DATASETS[dataset]["splits"]:
+                    run = {"dataset": dataset, "split": split, "recipe": recipe, "seed": seed}
+                    if run_id(run) in done:
+                        continue
+                    t0 = time.perf_counter()
+                    result = run_pipeline(config(dataset, recipe, seed, split), root)
+                    run.update(metrics=scores(result), cluster_code=result["cluster_code"],
+                               wall_s=round(time.perf_counter() - t0, 1))
+                    runs.append(run)
+                    print(f"{run_id(run)}: " + ", ".join(f"{m} {100 * v['mIoU']:.1f}" for m, v in run["metrics"].items())
+                          + f"; agreement {result['cluster_code']['agreement']} ({run['wall_s']:.0f} s)", flush=True)
+                    out.update(table=summarize(runs), selection=selection(summarize(runs)),
+                               agreement=agreement_study(runs), machine=machine())
+                    args.json.parent.mkdir(parents=True, exist_ok=True)
+                    args.json.write_text(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
