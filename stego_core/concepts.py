@@ -14,7 +14,7 @@ cosine-similar concept vector (:func:`assign_concepts`). Concepts that win no to
 modularity, not ``K``, decides how many there are.
 
 Example:
-    >>> book, info = fit_clusterbook(tokens, num_concepts=256, steps=300, seed=0)
+    >>> book, info = fit_clusterbook(tokens, num_concepts=256, steps=200, seed=0)
     >>> ids = assign_concepts(torch.from_numpy(tokens), torch.from_numpy(book))
 """
 from __future__ import annotations
@@ -59,8 +59,8 @@ def fit_clusterbook(
     tokens: np.ndarray,
     *,
     num_concepts: int,
-    steps: int = 300,
-    batch: int = 2048,
+    steps: int = 200,
+    batch: int = 1024,
     lr: float = 1e-2,
     temperature: float = 0.1,
     seed: int = 0,

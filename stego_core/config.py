@@ -161,9 +161,9 @@ class ConceptConfig(_Strict):
     on the modularity of the cosine-affinity graph of a token sample of the training features (CAUSE)."""
 
     num_concepts: int = Field(256, ge=2, le=4096, description="concept vectors (unused ones stay empty)")
-    tokens: int = Field(100_000, ge=100, description="training tokens sampled (seeded, within memory.host_gb)")
-    steps: int = Field(300, ge=0, description="Adam steps of modularity ascent")
-    batch_tokens: int = Field(2048, ge=16, description="tokens per step (the affinity graph is batch x batch)")
+    tokens: int = Field(50_000, ge=100, description="training tokens sampled (seeded, within memory.host_gb)")
+    steps: int = Field(200, ge=0, description="Adam steps of modularity ascent")
+    batch_tokens: int = Field(1024, ge=16, description="tokens per step (the affinity graph is batch x batch)")
     lr: float = Field(1e-2, gt=0.0)
     temperature: float = Field(0.1, gt=0.0, description="soft assignment = softmax(cosine / temperature)")
 
