@@ -251,7 +251,7 @@ def loss_from_config(loss: LossConfig, sampler: PairSampler | None,
 CONCEPTS_FILE = "concepts.npy"
 
 
-def fit_concepts(cfg: ExperimentConfig, feats, out_dir: Path, device: torch.device) -> np.ndarray:
+def fit_concepts(cfg: ExperimentConfig, feats, out_dir: Path, device: torch.device) -> tuple[np.ndarray, dict]:
     """The concept clusterbook of ``loss.w_concept``, fitted on a seeded sample of ``concepts.tokens`` training
     tokens (fewer when the sample would not fit ``memory.host_gb``) and written to ``out_dir/concepts.npy``
     (with ``concepts.json``: its modularity and how many concepts it uses)."""
@@ -263,7 +263,7 @@ def fit_concepts(cfg: ExperimentConfig, feats, out_dir: Path, device: torch.devi
     del tokens
     np.save(out_dir / CONCEPTS_FILE, book)
     (out_dir / "concepts.json").write_text(json.dumps(info, indent=1))
-    return book
+    return book, info
 
 
 def train_stage(
@@ -282,7 +282,7 @@ def train_stage(
         return PairSampler(table, knn, batch_size=min(t.batch_size, len(feats)), num_neighbors=min(cfg.knn.num_neighbors, knn.shape[1] - 1),
                            seed=seed, device=device)
 
-    book = fit_concepts(cfg, feats, out_dir, device) if cfg.loss.w_concept > 0 else None
+    book, concepts = fit_concepts(cfg, feats, out_dir, device) if cfg.loss.w_concept > 0 else (None, None)
     loss_fn, loss_info = loss_from_config(cfg.loss, sampler(cfg.seed + 1) if cfg.loss.shift_mode == "calibrated" else None,
                                           book)
     result = train_head(
@@ -295,7 +295,8 @@ def train_stage(
     (out_dir / "loss.json").write_text(json.dumps(loss_info, indent=1))
     final = result.history[-1] if result.history else {}
     return {"shifts": loss_info.get("shifts"), "final_loss": final.get("loss"), "steps": t.steps,
-            "resumed_from_step": result.resumed_from, "features": table.placement}
+            "resumed_from_step": result.resumed_from, "features": table.placement,
+            **({"concepts": concepts} if concepts is not None else {})}
 
 
 def save_head(head: SegmentationHead, out_dir: Path) -> None:

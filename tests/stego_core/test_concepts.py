@@ -170,7 +170,8 @@ def test_train_stage_writes_the_clusterbook(tmp_path):
     stages.crop_stage(cfg, crop)
     stages.embed_stage(cfg, "train", embed, crop)
     stages.knn_stage(cfg, embed, knn)
-    stages.train_stage(cfg, embed, knn, head)
+    summary = stages.train_stage(cfg, embed, knn, head)
+    assert summary["concepts"]["num_concepts"] == 8 and 1 <= summary["concepts"]["used_concepts"] <= 8
     book = np.load(head / stages.CONCEPTS_FILE)
     assert book.shape[0] == 8 and json.loads((head / "concepts.json").read_text())["tokens"] == 200
     assert "loss_concept" in json.loads((head / "history.json").read_text())[0]
