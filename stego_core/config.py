@@ -126,6 +126,11 @@ class LossConfig(_Strict):
     w_teacher: float = Field(0.0, ge=0.0, description="weight of the teacher-positives term: distil the EMA teacher's code "
                              "correlations on KNN and random pairs (needs train.ema_decay > 0)")
     q_teacher: float = Field(0.8, ge=0.0, le=1.0, description="per-anchor shift quantile of the teacher term")
+    w_concept: float = Field(0.0, ge=0.0, description="weight of the concept-wise contrastive term (CAUSE; 0 = off): "
+                             "points whose frozen features share a concept of the modularity clusterbook (the "
+                             "concepts section) are positives, the others negatives, against the EMA teacher's codes "
+                             "(train.ema_decay > 0; before it warms up, or without it, the head's own detached codes)")
+    concept_temperature: float = Field(0.1, gt=0.0, description="softmax temperature of the concept term")
     calibration_batches: int = Field(20, ge=1, description="training batches sampled to calibrate the shifts")
     pointwise: bool = True
     add_back_mean: bool = Field(True, description="after pointwise centering add back the global mean (as the reference)")
@@ -149,6 +154,24 @@ class TrainConfig(_Strict):
         "trains on any disk, at the cost of a backbone pass per step and per readout)")
     log_every: int = Field(10, ge=1)
     checkpoint_every: int = Field(100, ge=0, description="save a resumable training checkpoint every N steps (0 = off)")
+
+
+class ConceptConfig(_Strict):
+    """The concept clusterbook of loss.w_concept: concept vectors fitted once, before training, by gradient ascent
+    on the modularity of the cosine-affinity graph of a token sample of the training features (CAUSE)."""
+
+    num_concepts: int = Field(256, ge=2, le=4096, description="concept vectors (unused ones stay empty)")
+    tokens: int = Field(50_000, ge=100, description="training tokens sampled (seeded, within memory.host_gb)")
+    steps: int = Field(200, ge=0, description="Adam steps of modularity ascent")
+    batch_tokens: int = Field(1024, ge=16, description="tokens per step (the affinity graph is batch x batch)")
+    lr: float = Field(1e-2, gt=0.0)
+    temperature: float = Field(0.1, gt=0.0, description="soft assignment = softmax(cosine / temperature)")
+
+    @model_validator(mode="after")
+    def _enough_tokens(self):
+        if self.num_concepts > self.tokens:
+            raise ValueError(f"concepts.num_concepts ({self.num_concepts}) must be <= concepts.tokens ({self.tokens})")
+        return self
 
 
 class ClusterConfig(_Strict):
@@ -242,6 +265,7 @@ class ExperimentConfig(_Strict):
     knn: KnnConfig = KnnConfig()
     loss: LossConfig = LossConfig()
     train: TrainConfig = TrainConfig()
+    concepts: ConceptConfig = ConceptConfig()
     cluster: ClusterConfig = ClusterConfig()
     linear: LinearConfig = LinearConfig()
     crf: CrfConfig = CrfConfig()

@@ -33,6 +33,7 @@ from stego_core.access import SHARDS_FILE, BatchTable, materialize, sample_token
 from stego_core.backbones import create_backbone, get_backbone_spec
 from stego_core.budget import MemoryBudget, crop_bytes, embed_bytes, require_disk
 from stego_core.config import ClusterConfig, CrfConfig, ExperimentConfig, LossConfig
+from stego_core.concepts import fit_clusterbook
 from stego_core.consensus import balanced_kmeans_choice, consensus_kmeans
 from stego_core.crf import CrfParams, CrfPool
 from stego_core.data import (
@@ -50,7 +51,7 @@ from stego_core.features import RECOMPUTE_FILE, default_num_workers, extract_fea
 from stego_core.head import SegmentationHead, load_tensors, read_json_dims
 from stego_core.kmeans import spherical_kmeans
 from stego_core.knn import knn_search, unit_descriptors
-from stego_core.losses import ContrastiveCorrelationLoss
+from stego_core.losses import ConceptContrastiveLoss, ContrastiveCorrelationLoss
 from stego_core.metrics import ConfusionMatrix, scores_from_confusion
 from stego_core.predict import cluster_readout, linear_readout, predict
 from stego_core.probes import LinearProbe, train_cluster_probe, train_linear_probe
@@ -215,8 +216,12 @@ def knn_stage(cfg: ExperimentConfig, embed_dir: Path, out_dir: Path) -> dict:
 
 
 # ----------------------------------------------------------------------------------- train head
-def loss_from_config(loss: LossConfig, sampler: PairSampler | None) -> tuple[ContrastiveCorrelationLoss, dict]:
-    """Build the loss; with ``shift_mode='calibrated'`` measure the shifts on ``sampler``'s batches."""
+def loss_from_config(loss: LossConfig, sampler: PairSampler | None,
+                     clusterbook: np.ndarray | None = None) -> tuple[ContrastiveCorrelationLoss, dict]:
+    """Build the loss; with ``shift_mode='calibrated'`` measure the shifts on ``sampler``'s batches; with
+    ``loss.w_concept > 0`` its concept term contrasts over ``clusterbook`` (:func:`fit_concepts`)."""
+    if loss.w_concept > 0 and clusterbook is None:
+        raise ValueError("loss.w_concept > 0 needs a concept clusterbook (fit_concepts)")
     shifts: dict | None = {"self": loss.b_self, "knn": loss.b_knn, "rand": loss.b_rand}
     info: dict = {"shift_mode": loss.shift_mode}
     if loss.shift_mode == "per_anchor":
@@ -237,8 +242,28 @@ def loss_from_config(loss: LossConfig, sampler: PairSampler | None) -> tuple[Con
         teacher_weight=loss.w_teacher, teacher_quantile=loss.q_teacher,
         feature_samples=loss.feature_samples, neg_samples=loss.neg_samples, pointwise=loss.pointwise,
         add_back_mean=loss.add_back_mean, zero_clamp=loss.zero_clamp,
+        concept=ConceptContrastiveLoss(torch.from_numpy(clusterbook), temperature=loss.concept_temperature)
+        if loss.w_concept > 0 else None, concept_weight=loss.w_concept,
     )
     return fn, info
+
+
+CONCEPTS_FILE = "concepts.npy"
+
+
+def fit_concepts(cfg: ExperimentConfig, feats, out_dir: Path, device: torch.device) -> tuple[np.ndarray, dict]:
+    """The concept clusterbook of ``loss.w_concept``, fitted on a seeded sample of ``concepts.tokens`` training
+    tokens (fewer when the sample would not fit ``memory.host_gb``) and written to ``out_dir/concepts.npy``
+    (with ``concepts.json``: its modularity and how many concepts it uses)."""
+    c = cfg.concepts
+    cap = MemoryBudget.from_config(cfg.memory).limit("cpu") // (4 * int(feats.shape[1]))
+    tokens = sample_tokens(feats, max_tokens=max(c.num_concepts, min(c.tokens, cap)), seed=cfg.seed)
+    book, info = fit_clusterbook(tokens, num_concepts=c.num_concepts, steps=c.steps, batch=c.batch_tokens, lr=c.lr,
+                                 temperature=c.temperature, seed=cfg.seed, device=device)
+    del tokens
+    np.save(out_dir / CONCEPTS_FILE, book)
+    (out_dir / "concepts.json").write_text(json.dumps(info, indent=1))
+    return book, info
 
 
 def train_stage(
@@ -257,7 +282,9 @@ def train_stage(
         return PairSampler(table, knn, batch_size=min(t.batch_size, len(feats)), num_neighbors=min(cfg.knn.num_neighbors, knn.shape[1] - 1),
                            seed=seed, device=device)
 
-    loss_fn, loss_info = loss_from_config(cfg.loss, sampler(cfg.seed + 1) if cfg.loss.shift_mode == "calibrated" else None)
+    book, concepts = fit_concepts(cfg, feats, out_dir, device) if cfg.loss.w_concept > 0 else (None, None)
+    loss_fn, loss_info = loss_from_config(cfg.loss, sampler(cfg.seed + 1) if cfg.loss.shift_mode == "calibrated" else None,
+                                          book)
     result = train_head(
         sampler(cfg.seed), loss_fn, in_dim=feats.shape[1], dim=t.dim, steps=t.steps, lr=t.lr,
         dropout=t.dropout, feature_dropout=t.feature_dropout, seed=cfg.seed, log_every=t.log_every, callback=callback,
@@ -268,7 +295,8 @@ def train_stage(
     (out_dir / "loss.json").write_text(json.dumps(loss_info, indent=1))
     final = result.history[-1] if result.history else {}
     return {"shifts": loss_info.get("shifts"), "final_loss": final.get("loss"), "steps": t.steps,
-            "resumed_from_step": result.resumed_from, "features": table.placement}
+            "resumed_from_step": result.resumed_from, "features": table.placement,
+            **({"concepts": concepts} if concepts is not None else {})}
 
 
 def save_head(head: SegmentationHead, out_dir: Path) -> None:

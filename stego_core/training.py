@@ -9,7 +9,8 @@ applied per step to the features that enter the loss when ``feature_dropout`` is
 With ``ema_decay > 0`` an EMA teacher of the head is kept (``teacher = d * teacher + (1 - d) * head``
 after every step, in eval mode, no dropout). Once the EMA has averaged over its time constant
 ``1 / (1 - d)`` steps, its codes are handed to the loss (its teacher-positives term, when weighted),
-and the teacher, the smoother of the two, is the head returned.
+and the teacher, the smoother of the two, is the head returned. A loss with a concept term
+(:class:`~stego_core.losses.ConceptContrastiveLoss`) gets the features before channel dropout too.
 
 With ``checkpoint_dir`` and ``checkpoint_every > 0`` the full training state (head, Adam, every RNG the
 loop draws from, the sampler's epoch order, the step and the loss history) is written every
@@ -194,10 +195,11 @@ def train_head(
         feats, feats_pos = sampler.next_batch()
         code, code_pos = head(feats), head(feats_pos)
         teacher_codes = teacher.codes(feats, feats_pos) if teacher is not None and step >= teacher.warmup else None
+        clean = (feats, feats_pos)  # before dropout: what the concept term (if any) assigns to concepts
         if feature_dropout:
             feats = F.dropout2d(feats, p=dropout, training=True)
             feats_pos = F.dropout2d(feats_pos, p=dropout, training=True)
-        out = loss_fn(feats, feats_pos, code, code_pos, teacher=teacher_codes, generator=gen)
+        out = loss_fn(feats, feats_pos, code, code_pos, teacher=teacher_codes, generator=gen, clean=clean)
         if not torch.isfinite(out.total):
             raise FloatingPointError(f"loss became {out.total.item()} at step {step}; lower train.lr or check the features")
         opt.zero_grad(set_to_none=True)

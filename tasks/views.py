@@ -15,7 +15,7 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "crop": ("data", "embed"),
     "embed": ("data", "embed", "device", "train"),
     "knn": ("knn",),
-    "train_head": ("loss", "train", "knn", "seed", "device"),
+    "train_head": ("loss", "train", "knn", "seed", "device", "concepts"),
     "reduce": ("reduce", "seed"),
     "cluster": ("cluster", "seed", "device"),
     "linear_probe": ("linear", "seed", "device"),
@@ -36,6 +36,11 @@ CLUSTER_FIELDS = {
 # The reduce stage reads only the fields of its method (adding randproj to reduce.methods, or whitening
 # the PCA, leaves the other reductions' keys alone); its dimension (train.dim) is a stage argument.
 REDUCE_FIELDS = {"pca": ("whiten", "max_tokens"), "randproj": ()}
+
+
+# The concept clusterbook's fields count only when its term is on: with loss.w_concept=0 the head is keyed as
+# before the option existed (the concepts section and the loss's concept fields are left out).
+CONCEPT_LOSS_FIELDS = ("w_concept", "concept_temperature")
 
 
 # Fields that change how a stage runs but not what it writes: left out of every key (a changed
@@ -93,6 +98,9 @@ def stage_view(stage: str, cfg: ExperimentConfig, **args: Any) -> dict:
             view["data"].pop("subset", None)
         if stage == "embed":
             view["embed"] = {k: v for k, v in view["embed"].items() if k not in EMBED_FIELDS_OF_ONE_SPLIT[other]}
+    if stage == "train_head" and not cfg.loss.w_concept:
+        del view["concepts"]
+        view["loss"] = {k: v for k, v in view["loss"].items() if k not in CONCEPT_LOSS_FIELDS}
     if stage == "cluster":
         view["cluster"] = {k: full["cluster"][k] for k in CLUSTER_FIELDS[args["method"]]}
     if stage == "reduce":

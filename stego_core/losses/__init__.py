@@ -1,4 +1,5 @@
 """Losses: one file per loss, maths and formula in its docstring."""
+from stego_core.losses.concept import ConceptContrastiveLoss
 from stego_core.losses.correlation import (
     PAIR_TYPES,
     ContrastiveCorrelationLoss,
@@ -10,6 +11,7 @@ from stego_core.losses.correlation import (
 )
 
 __all__ = [
+    "ConceptContrastiveLoss",
     "PAIR_TYPES",
     "ContrastiveCorrelationLoss",
     "CorrelationLossOutput",

@@ -28,6 +28,10 @@ Two options beyond the paper, both label-free:
   term ``L_teacher = mean(-clamp(K, 0) * (K_T - b_T,i))`` distils the teacher's code correlations
   ``K_T`` on the KNN and random pairs, each anchor's shift ``b_T,i`` being the ``teacher_quantile``
   of its teacher correlations with the random images' points (positives mined from the teacher).
+* **Concept-wise contrast** (``concept`` with ``concept_weight > 0``; CAUSE): at the anchor and KNN
+  points, :class:`~stego_core.losses.concept.ConceptContrastiveLoss` pulls the head's code towards the
+  targets (the teacher's codes, else the head's own, detached) of points whose frozen features share a
+  concept of the clusterbook and pushes it from the others.
 """
 from __future__ import annotations
 
@@ -36,6 +40,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from stego_core.losses.concept import ConceptContrastiveLoss, points
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +100,8 @@ class ContrastiveCorrelationLoss(torch.nn.Module):
             (instead of ``shifts``).
         teacher_weight: weight of the teacher-positives term (used when ``forward`` gets ``teacher``).
         teacher_quantile: per-anchor shift quantile of the teacher term.
+        concept: the concept-wise contrastive loss (a clusterbook); used with ``concept_weight > 0``.
+        concept_weight: weight of its ``"concept"`` term.
         feature_samples: ``S``; ``S x S`` points are sampled per image (11 in STEGO).
         neg_samples: number of derangements for the random-pair term (5 in STEGO).
         pointwise: centre ``F`` over the partner's points.
@@ -121,6 +129,8 @@ class ContrastiveCorrelationLoss(torch.nn.Module):
         pointwise: bool = True,
         add_back_mean: bool = True,
         zero_clamp: bool = True,
+        concept: ConceptContrastiveLoss | None = None,
+        concept_weight: float = 0.0,
     ) -> None:
         super().__init__()
         if (shifts is None) == (anchor_quantile is None):
@@ -133,6 +143,8 @@ class ContrastiveCorrelationLoss(torch.nn.Module):
                 raise ValueError(f"{name} must be in [0, 1], got {q}")
         if teacher_weight < 0:
             raise ValueError(f"teacher_weight must be >= 0, got {teacher_weight}")
+        if concept_weight < 0 or (concept_weight > 0 and concept is None):
+            raise ValueError(f"concept_weight must be >= 0 and needs a concept loss (a clusterbook), got {concept_weight}")
         if any(w < 0 for w in weights.values()):
             raise ValueError(f"loss weights must be >= 0, got {weights}")
         if feature_samples < 1:
@@ -148,6 +160,8 @@ class ContrastiveCorrelationLoss(torch.nn.Module):
         self.pointwise = pointwise
         self.add_back_mean = add_back_mean
         self.zero_clamp = zero_clamp
+        self.concept = concept if concept_weight > 0 else None
+        self.concept_weight = float(concept_weight)
 
     def pair_loss(self, f1, f2, c1, c2, shift: float | torch.Tensor) -> torch.Tensor:
         """Elementwise ``-clamp(K, 0) * (F - shift)`` of shape ``(B, S, S, S, S)``; ``shift`` is a
@@ -182,9 +196,11 @@ class ContrastiveCorrelationLoss(torch.nn.Module):
         *,
         teacher: tuple[torch.Tensor, torch.Tensor] | None = None,
         generator: torch.Generator | None = None,
+        clean: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> CorrelationLossOutput:
         """``teacher``: the EMA teacher's codes of ``feats`` and ``feats_pos`` (no gradient); with
-        ``teacher_weight > 0`` they add the ``"teacher"`` term."""
+        ``teacher_weight > 0`` they add the ``"teacher"`` term. ``clean``: ``feats`` and ``feats_pos``
+        before channel dropout, which the concept term assigns to concepts (default: ``feats``, ``feats_pos``)."""
         if feats.shape[0] != code.shape[0] or feats_pos.shape[0] != feats.shape[0]:
             raise ValueError(
                 f"batch sizes differ: feats {tuple(feats.shape)}, feats_pos {tuple(feats_pos.shape)}, code {tuple(code.shape)}"
@@ -215,7 +231,20 @@ class ContrastiveCorrelationLoss(torch.nn.Module):
         if teacher is not None and self.teacher_weight > 0:
             terms["teacher"] = self.teacher_term(teacher, coords1, coords2, perms, c1, c2, c_rand)
             total = total + self.teacher_weight * terms["teacher"]
+        if self.concept is not None:
+            terms["concept"] = self.concept_term(clean or (feats, feats_pos), teacher, coords1, coords2, c1, c2)
+            total = total + self.concept_weight * terms["concept"]
         return CorrelationLossOutput(total=total, terms=terms)
+
+    def concept_term(self, clean, teacher, coords1, coords2, c1, c2) -> torch.Tensor:
+        """The concept-wise contrast over the anchor and KNN points (targets: the teacher's codes there)."""
+        with torch.no_grad():
+            f = torch.cat([points(sample_points(clean[0], coords1)), points(sample_points(clean[1], coords2))])
+            if teacher is not None:
+                t = torch.cat([points(sample_points(teacher[0], coords1)), points(sample_points(teacher[1], coords2))])
+            else:
+                t = torch.cat([points(c1), points(c2)]).detach()
+        return self.concept(f, torch.cat([points(c1), points(c2)]), t)
 
     def teacher_term(self, teacher, coords1, coords2, perms, c1, c2, c_rand) -> torch.Tensor:
         """Distil the teacher's code correlations on the KNN and random pairs, per-anchor shifted."""
