@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from stego_core.data import DATASETS, DataError
-from stego_core.inference import SUMMARY_FILE, Segmenter, pass_size, predict_images
+from stego_core.inference import SUMMARY_FILE, Segmenter, pass_size, predict_folder, predict_images
 from tests_helpers import HAND_RUN_ASSIGNMENT, HAND_RUN_CLUSTERS, hand_made_run
 
 K = HAND_RUN_CLUSTERS
@@ -68,13 +68,6 @@ def test_a_whole_image_pass_sees_every_pixel(segmenter):
     assert (segmenter.probabilities(image)[:, :, :20] != segmenter.probabilities(other)[:, :, :20]).any()
 
 
-def test_a_run_without_matching_gives_cluster_ids(tmp_path):
-    seg = Segmenter.from_run(hand_made_run(tmp_path / "run", matching=False), device="cpu")
-    image = photo(40, 70)
-    assert not seg.has_matching and seg.class_names is None and seg.colours.shape == (K, 3)
-    assert (seg.classes(image) == seg.clusters(image)).all()
-
-
 def test_bad_image_arrays_are_refused(segmenter):
     with pytest.raises(ValueError, match=r"\(H, W, 3\) uint8 RGB"):
         segmenter.clusters(np.zeros((10, 10), np.uint8))
@@ -92,7 +85,7 @@ def write_images(folder, sizes):
 def test_predict_images_writes_full_size_class_maps_overlays_and_shares(run_dir, segmenter, tmp_path):
     sizes = [(97, 211), (300, 121), (64, 64)]
     images = write_images(tmp_path / "images", sizes)
-    written = predict_images(run_dir, images, tmp_path / "out", device="cpu", progress=False)
+    written = predict_folder(segmenter, images, tmp_path / "out", progress=False)
     assert [p.name for p in written] == ["im0.png", "im1.png", "im2.png"]
     for i, (h, w) in enumerate(sizes):
         png = Image.open(tmp_path / "out" / f"im{i}.png")
@@ -114,25 +107,41 @@ def test_predict_images_writes_full_size_class_maps_overlays_and_shares(run_dir,
     assert sum(summary["shares"].values()) == pytest.approx(1.0)
 
 
-def test_predict_images_without_matching_writes_cluster_ids(tmp_path):
+def test_a_run_without_matching_writes_cluster_ids(tmp_path):
     run = hand_made_run(tmp_path / "run", matching=False, flip=False)
     images = write_images(tmp_path / "images", [(33, 47)])
     predict_images(run, images, tmp_path / "out", device="cpu", progress=False)
+    seg = Segmenter.from_run(run, device="cpu")
+    assert not seg.has_matching and seg.class_names is None and seg.colours.shape == (K, 3)
+    expected = seg.clusters(photo(33, 47, seed=0))
+    assert (seg.classes(photo(33, 47, seed=0)) == expected).all()
     ids = np.asarray(Image.open(tmp_path / "out" / "im0.png"))
-    expected = Segmenter.from_run(run, device="cpu").clusters(photo(33, 47, seed=0))
     assert ids.shape == (33, 47) and (ids == expected).all()
     record = json.loads((tmp_path / "out" / "im0.json").read_text())
     assert record["ids"] == "clusters" and all(k.startswith("cluster ") for k in record["shares"])
+    assert sum(record["shares"].values()) == pytest.approx(1.0)
 
 
-def test_bad_folders_and_images_are_named(run_dir, tmp_path):
+def test_bad_folders_and_images_are_named(segmenter, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(DataError, match="holds no images"):
-        predict_images(run_dir, empty, tmp_path / "out", device="cpu", progress=False)
+        predict_images(tmp_path / "no-run", empty, tmp_path / "out", device="cpu", progress=False)
     bad = write_images(tmp_path / "bad", [(20, 20)])
     (bad / "broken.jpg").write_bytes(b"not an image")
     with pytest.raises(DataError, match=r"cannot read image .*broken\.jpg"):
-        predict_images(run_dir, bad, tmp_path / "out", device="cpu", progress=False)
+        predict_folder(segmenter, bad, tmp_path / "out", progress=False)
+    Image.fromarray(photo(9, 9)).save(bad / "_summary.png")
+    with pytest.raises(DataError, match="would overwrite the summary"):
+        predict_folder(segmenter, bad, tmp_path / "out", progress=False)
+    (bad / "_summary.png").unlink()
     with pytest.raises(FileNotFoundError, match="not a finished run folder"):
         predict_images(tmp_path, bad, tmp_path / "out", device="cpu", progress=False)
+
+
+def test_crf_refines_at_the_original_size(run_dir):
+    seg = Segmenter.from_run(run_dir, device="cpu", use_crf=True)
+    image = photo(41, 73)
+    probs = seg.probabilities(image)
+    assert probs.shape == (K, 41, 73) and np.allclose(probs.sum(0), 1, atol=1e-4)
+    assert seg.classes(image).shape == (41, 73)
