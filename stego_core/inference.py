@@ -198,7 +198,7 @@ def pixel_shares(ids: np.ndarray) -> dict[int, float]:
     return {int(i): float(counts[i] / ids.size) for i in np.argsort(-counts, kind="stable") if counts[i]}
 
 
-def write_prediction(seg: Segmenter, image: np.ndarray, out: Path, stem: str) -> dict:
+def write_prediction(seg: Segmenter, image: np.ndarray, out: Path, stem: str, name: str) -> dict:
     """``<stem>.png``, ``<stem>_overlay.png`` and ``<stem>.json`` for one image; returns its JSON record."""
     ids = seg.classes(image)
     palette_image(ids, seg.colours).save(out / f"{stem}.png")
@@ -206,7 +206,7 @@ def write_prediction(seg: Segmenter, image: np.ndarray, out: Path, stem: str) ->
     overlay = blend(image, colorize(ids, seg.colours, NO_CLASS), alpha=0.5)
     legend = [(seg.label(i), seg.colours[i] if i < len(seg.colours) else (0, 0, 0)) for i in shares]
     Image.fromarray(with_legend(overlay, legend)).save(out / f"{stem}_overlay.png")
-    record = {"size": [int(image.shape[1]), int(image.shape[0])], "ids": "classes" if seg.has_matching else "clusters",
+    record = {"image": name, "size": [int(image.shape[1]), int(image.shape[0])], "ids": "classes" if seg.has_matching else "clusters",
               "shares": {seg.label(i): share for i, share in shares.items()}}
     (out / f"{stem}.json").write_text(json.dumps(record, indent=1))
     return record
@@ -252,7 +252,7 @@ def predict_folder(seg: Segmenter, images: str | Path | list[Sample], out_dir: s
     written, records, pixels = [], {}, {}
     for sample in tqdm(samples, desc="predict", unit="image", disable=not progress):
         image = np.asarray(load_image(sample.image), dtype=np.uint8)
-        record = write_prediction(seg, image, out, sample.stem)
+        record = write_prediction(seg, image, out, sample.stem, sample.image.name)
         records[sample.image.name] = {"png": f"{sample.stem}.png", "overlay": f"{sample.stem}_overlay.png",
                                       "json": f"{sample.stem}.json", **record}
         n = image.shape[0] * image.shape[1]

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from stego_core.colours import blend, colorize
 from stego_core.data import DATASETS, DataError
 from stego_core.inference import SUMMARY_FILE, Segmenter, pass_size, predict_folder, predict_images
 from tests_helpers import HAND_RUN_ASSIGNMENT, HAND_RUN_CLUSTERS, hand_made_run
@@ -95,9 +96,11 @@ def test_predict_images_writes_full_size_class_maps_overlays_and_shares(run_dir,
         assert (ids == expected).all()
         assert png.getpalette()[:3 * 11] == [v for c in CAMVID.colors for v in c]
         overlay = Image.open(tmp_path / "out" / f"im{i}_overlay.png")
-        assert overlay.width == w and overlay.height > h  # the legend strip below the image
+        assert overlay.width >= w and overlay.height > h  # the legend strip below the image
+        painted = blend(np.asarray(Image.open(images / f"im{i}.png").convert("RGB")), colorize(ids, CAMVID.colors), 0.5)
+        assert (np.asarray(overlay)[:h, :w] == painted).all()
         record = json.loads((tmp_path / "out" / f"im{i}.json").read_text())
-        assert record["size"] == [w, h] and record["ids"] == "classes"
+        assert record["size"] == [w, h] and record["ids"] == "classes" and record["image"] == f"im{i}.png"
         assert sum(record["shares"].values()) == pytest.approx(1.0)
         names = {segmenter.label(int(c)) for c in np.unique(ids)}
         assert set(record["shares"]) == names <= set(CAMVID.class_names) | {"no class"}
