@@ -76,13 +76,14 @@ def load_run(run_dir: str | Path) -> tuple[ExperimentConfig, Path]:
 def matching_of(metrics: dict, use_crf: bool) -> tuple[list[int] | None, list[str] | None]:
     """The cluster -> class ``assignment`` and the class names of the run's cluster method
     (``stego_cluster_crf`` when ``use_crf`` and the run scored it, else ``stego_cluster``);
-    ``(None, None)`` when the run has no such scores (nothing labelled to match against)."""
+    ``(None, None)`` when the run has no such scores (nothing labelled to match against); names are
+    None when the scores do not list them."""
     method = "stego_cluster_crf" if use_crf and "stego_cluster_crf" in metrics else "stego_cluster"
     scores = metrics.get(method) or {}
     assignment = scores.get("assignment")
     if assignment is None:
         return None, None
-    return [int(a) for a in assignment], [str(name) for name in scores.get("per_class_iou", {})]
+    return [int(a) for a in assignment], [str(name) for name in scores.get("per_class_iou", {})] or None
 
 
 def pass_size(height: int, width: int, resolution: int, patch: int) -> tuple[int, int]:
@@ -134,7 +135,10 @@ class Segmenter:
         if assignment is not None and len(assignment) != len(centroids):
             raise ValueError(f"{Path(run_dir) / 'metrics.json'}: the matching has {len(assignment)} entries for "
                              f"{len(centroids)} clusters in {model / 'centroids.npy'}; the files are from different runs")
-        colours = class_colours(cfg.data.evaluation().dataset, len(names)) if names else palette(len(centroids))
+        if names:
+            colours = class_colours(cfg.data.evaluation().dataset, len(names))
+        else:  # no names: one colour per id that classes() (or clusters()) can give
+            colours = palette(max([len(centroids), *[a + 1 for a in assignment or []]]))
         return cls(backbone=backbone, head=load_head(model, dev), readout=cluster_readout(centroids, cfg.cluster.temperature),
                    num_clusters=len(centroids), flip_tta=cfg.embed.flip_tta, resolution=cfg.embed.eval_resolution,
                    crf=crf_params(cfg.crf) if use_crf else None, assignment=assignment, class_names=names,

@@ -11,7 +11,7 @@ from PIL import Image
 
 from stego_core.colours import blend, colorize
 from stego_core.data import DATASETS, DataError
-from stego_core.inference import SUMMARY_FILE, Segmenter, pass_size, predict_folder, predict_images
+from stego_core.inference import SUMMARY_FILE, Segmenter, matching_of, pass_size, predict_folder, predict_images
 from tests_helpers import HAND_RUN_ASSIGNMENT, HAND_RUN_CLUSTERS, hand_made_run
 
 K = HAND_RUN_CLUSTERS
@@ -148,3 +148,14 @@ def test_crf_refines_at_the_original_size(run_dir):
     probs = seg.probabilities(image)
     assert probs.shape == (K, 41, 73) and np.allclose(probs.sum(0), 1, atol=1e-4)
     assert seg.classes(image).shape == (41, 73)
+
+
+def test_the_matching_is_read_from_the_cluster_method():
+    plain = {"assignment": [1, 0], "per_class_iou": {"a": 0.1, "b": 0.2}}
+    crf = {"assignment": [0, 1], "per_class_iou": {"a": 0.3, "b": 0.4}}
+    metrics = {"stego_cluster": plain, "stego_cluster_crf": crf, "stego_linear": {"assignment": None}}
+    assert matching_of(metrics, use_crf=False) == ([1, 0], ["a", "b"])
+    assert matching_of(metrics, use_crf=True) == ([0, 1], ["a", "b"])
+    assert matching_of({"stego_cluster": plain}, use_crf=True) == ([1, 0], ["a", "b"])
+    assert matching_of({"stego_cluster": {"assignment": [1, 0]}}, use_crf=False) == ([1, 0], None)
+    assert matching_of({}, use_crf=False) == (None, None)
