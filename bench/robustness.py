@@ -42,7 +42,7 @@ COMMON = ["crf.enabled=false", "reduce.methods=[pca]", "probes=false", "cluster.
 RECIPES: dict[str, tuple[str, list[str]]] = {
     "dinov2": ("the dinov2 recipe (per-anchor shifts, EMA teacher, 168 px, balanced k-means + refinement)", []),
     "clusterbook": ("dinov2 + a CAUSE-style concept clusterbook (concept-wise contrastive term)",
-                    ["loss.w_concept=1.0"]),
+                    ["loss.w_concept=0.05", "concepts.num_concepts=256"]),
 }
 # Rows of the report: (recipe, method) -> description. The baselines come from the dinov2 runs.
 ROWS = {
@@ -159,6 +159,9 @@ def main() -> None:
                     run.update(metrics=scores(result), cluster_code=result["cluster_code"],
                                wall_s=round(time.perf_counter() - t0, 1))
                     runs.append(run)
+                    if args.json.exists():  # runs another process added meanwhile (one per recipe can run at once)
+                        theirs = json.loads(args.json.read_text()).get("runs", [])
+                        runs[:] = [r for r in theirs if run_id(r) not in {run_id(x) for x in runs}] + runs
                     print(f"{run_id(run)}: " + ", ".join(f"{m} {100 * v['mIoU']:.1f}" for m, v in run["metrics"].items())
                           + f"; agreement {result['cluster_code']['agreement']} ({run['wall_s']:.0f} s)", flush=True)
                     out.update(table=summarize(runs), selection=selection(summarize(runs)),

@@ -106,7 +106,7 @@ class Segmenter:
     """
 
     backbone: Backbone
-    head: SegmentationHead
+    head: SegmentationHead | None  # None: the run's cluster readout clusters the raw features (cluster.code)
     readout: Readout
     num_clusters: int
     flip_tta: bool
@@ -130,7 +130,8 @@ class Segmenter:
         dev = resolve_device(device)
         backbone = create_backbone(cfg.embed.backbone, weights=cfg.embed.weights, pretrained=cfg.embed.pretrained).to(dev)
         centroids = np.load(model / "centroids.npy")
-        metrics = json.loads((Path(run_dir) / "metrics.json").read_text()).get("metrics") or {}
+        record = json.loads((Path(run_dir) / "metrics.json").read_text())
+        metrics = record.get("metrics") or {}
         assignment, names = matching_of(metrics, use_crf)
         if assignment is not None and len(assignment) != len(centroids):
             raise ValueError(f"{Path(run_dir) / 'metrics.json'}: the matching has {len(assignment)} entries for "
@@ -139,7 +140,8 @@ class Segmenter:
             colours = class_colours(cfg.data.evaluation().dataset, len(names))
         else:  # no names: one colour per id that classes() (or clusters()) can give
             colours = palette(max([len(centroids), *[a + 1 for a in assignment or []]]))
-        return cls(backbone=backbone, head=load_head(model, dev), readout=cluster_readout(centroids, cfg.cluster.temperature),
+        raw = (record.get("cluster_code") or {}).get("chosen") == "raw"
+        return cls(backbone=backbone, head=None if raw else load_head(model, dev), readout=cluster_readout(centroids, cfg.cluster.temperature),
                    num_clusters=len(centroids), flip_tta=cfg.embed.flip_tta, resolution=cfg.embed.eval_resolution,
                    crf=crf_params(cfg.crf) if use_crf else None, assignment=assignment, class_names=names,
                    colours=colours, device=dev, run_dir=Path(run_dir))
@@ -157,9 +159,12 @@ class Segmenter:
         resized = Image.fromarray(image).resize((w, h), Image.BICUBIC)
         x = image_to_tensor(resized, self.backbone.spec.mean, self.backbone.spec.std)[None].to(self.device)
         feats, flipped = embed_batch(self.backbone, x, flip=self.flip_tta)
-        code = self.head(feats.float())
+        def code_of(f: torch.Tensor) -> torch.Tensor:
+            return f.float() if self.head is None else self.head(f.float())
+
+        code = code_of(feats)
         if flipped is not None:
-            code = (code + self.head(flipped.float())) / 2
+            code = (code + code_of(flipped)) / 2
         probs = F.interpolate(self.readout(code.float(), (h, w)), size=(height, width), mode="bilinear", align_corners=False)
         probs = probs[0].cpu().numpy()
         if self.crf is not None:

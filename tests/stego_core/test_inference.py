@@ -159,3 +159,29 @@ def test_the_matching_is_read_from_the_cluster_method():
     assert matching_of({"stego_cluster": plain}, use_crf=True) == ([1, 0], ["a", "b"])
     assert matching_of({"stego_cluster": {"assignment": [1, 0]}}, use_crf=False) == ([1, 0], None)
     assert matching_of({}, use_crf=False) == (None, None)
+
+
+def test_a_run_that_chose_the_raw_features_applies_no_head(tmp_path):
+    """``cluster.code`` chose the raw tokens: the centroids live in the backbone's 384 channels and the
+    segmenter clusters the (flip-averaged) features themselves, exactly as nearest centroid by cosine."""
+    import torch
+
+    from stego_core.data import image_to_tensor
+    from stego_core.features import embed_batch
+
+    run = hand_made_run(tmp_path / "run", flip=False)
+    record = json.loads((run / "metrics.json").read_text())
+    record["cluster_code"] = {"rule": "agreement", "chosen": "raw", "agreement": {"head": 0.5, "raw": 0.9}}
+    (run / "metrics.json").write_text(json.dumps(record))
+    centroids = np.random.default_rng(1).normal(size=(K, 384)).astype(np.float32)
+    np.save(run / "model" / "centroids.npy", centroids)
+    seg = Segmenter.from_run(run, device="cpu")
+    assert seg.head is None
+    image = photo(28, 28)  # the pass size itself: no resampling between the features and the pixels
+    x = image_to_tensor(Image.fromarray(image), seg.backbone.spec.mean, seg.backbone.spec.std)[None]
+    with torch.no_grad():
+        feats, _ = embed_batch(seg.backbone, x, flip=False)
+    f = torch.nn.functional.interpolate(feats.float(), size=(28, 28), mode="bilinear", align_corners=False)[0]
+    nearest = np.einsum("dhw,kd->khw", torch.nn.functional.normalize(f, dim=0).numpy(),
+                        centroids / np.linalg.norm(centroids, axis=1, keepdims=True)).argmax(0)
+    assert (seg.clusters(image) == nearest).mean() > 0.99
