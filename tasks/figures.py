@@ -22,51 +22,9 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from stego_core.colours import blend, class_colours, class_ids_from_clusters, colorize
+
 logger = logging.getLogger(__name__)
-
-VOID_COLOUR = np.array([0, 0, 0], dtype=np.uint8)
-
-
-def class_ids_from_clusters(pred: np.ndarray, assignment: Sequence[int] | None, ignore_index: int = 255) -> np.ndarray:
-    """Map cluster ids to matched class ids: ``out[p] = assignment[pred[p]]``; unmatched clusters
-    (assignment ``-1``) become ``ignore_index``. ``assignment=None`` (a linear probe) keeps ``pred``.
-
-    Raises:
-        ValueError: a predicted id has no entry in ``assignment``.
-    """
-    pred = np.asarray(pred, dtype=np.int64)
-    if assignment is None:
-        return pred
-    table = np.asarray(assignment, dtype=np.int64)
-    if pred.size and pred.max() >= len(table):
-        raise ValueError(f"class_ids_from_clusters: cluster id {int(pred.max())} but the assignment has "
-                         f"{len(table)} entries; pass the assignment of the same method's metrics")
-    out = table[pred]
-    out[out < 0] = ignore_index
-    return out
-
-
-def colorize(ids: np.ndarray, colours: np.ndarray, ignore_index: int = 255) -> np.ndarray:
-    """``(H, W)`` class ids -> ``(H, W, 3)`` uint8 colours; void / out-of-range ids are black.
-
-    Raises:
-        ValueError: ``colours`` is not ``(C, 3)``.
-    """
-    colours = np.asarray(colours, dtype=np.uint8)
-    if colours.ndim != 2 or colours.shape[1] != 3:
-        raise ValueError(f"colorize: colours must be (C, 3) RGB, got shape {colours.shape}")
-    ids = np.asarray(ids, dtype=np.int64)
-    table = np.concatenate([colours, VOID_COLOUR[None]])
-    idx = np.where((ids >= 0) & (ids < len(colours)) & (ids != ignore_index), ids, len(colours))
-    return table[idx]
-
-
-def blend(image: np.ndarray, colour_map: np.ndarray, alpha: float = 0.6) -> np.ndarray:
-    """``(1 - alpha) * image + alpha * colour_map`` as uint8 (both ``(H, W, 3)``)."""
-    if image.shape != colour_map.shape:
-        raise ValueError(f"blend: image {image.shape} and colour map {colour_map.shape} differ; resize one first")
-    return ((1 - alpha) * image.astype(np.float32) + alpha * colour_map.astype(np.float32)).round().astype(np.uint8)
-
 
 def overlay_grid(images: Sequence[np.ndarray], labels: Sequence[np.ndarray], predictions: Mapping[str, Sequence[np.ndarray]],
                  colours: np.ndarray, class_names: Sequence[str], ignore_index: int = 255) -> Figure:
@@ -247,17 +205,6 @@ def save_png(fig: Figure, path: str | Path) -> Path:
     FigureCanvasAgg(fig)
     fig.savefig(path, format="png")
     return path
-
-
-def class_colours(dataset: str, num_classes: int) -> np.ndarray:
-    """The registered dataset's class colours ``(C, 3)``; a fixed palette for custom folders."""
-    from stego_core.data import DATASETS
-    from stego_core.inference import palette
-
-    spec = DATASETS.get(dataset)
-    if spec is not None and len(spec.colors) == num_classes:
-        return np.asarray(spec.colors, dtype=np.uint8)
-    return palette(num_classes)
 
 
 def run_figures(metrics: Mapping[str, Mapping], history: Sequence[Mapping[str, float]], *, eval_embed_dir: Path,
