@@ -15,11 +15,15 @@ the model's ``code/`` folder), never ``tasks`` or ``flows``.
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from mlflow.models import set_model
 from mlflow.pyfunc import PythonModel
 
 OUTPUTS = ("classes", "clusters")
+# The model has its signature; MLflow's advice to infer one from type hints instead is noise at every load.
+warnings.filterwarnings("ignore", message=r".*Add type hints to the `predict` method.*")
 
 
 class StegoSegmenter(PythonModel):

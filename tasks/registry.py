@@ -5,9 +5,9 @@ the run folder (``metrics.json`` + ``model/``, the files ``stego predict --run``
 
 * ``artifacts/run/``: that run folder (head, centroids, linear probe, the config, the metrics with the
   cluster -> class matching);
-* ``python_model.py``: :mod:`tasks.mlflow_pyfunc` (models from code), and ``code/stego_core/``: the
+* ``mlflow_pyfunc.py``: :mod:`tasks.mlflow_pyfunc` (models from code), and ``code/stego_core/``: the
   library as it was when the run was made, so the model loads where this project is not installed;
-* a signature (input ``(H, W, 3)`` uint8, output ``(H, W)`` uint8, param ``output`` = ``classes`` |
+* a signature (input an ``(H, W, 3)`` uint8 tensor, output ``(H, W)`` uint8, param ``output`` = ``classes`` |
   ``clusters``), ``requirements.txt`` pinned to the versions of this environment, and the config as
   model metadata (``metadata.stego``: backbone, dataset, preset, class names, the whole config).
 
@@ -30,6 +30,7 @@ import logging
 import re
 import shutil
 import tempfile
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import metadata as dist_metadata
@@ -69,8 +70,9 @@ def model_signature() -> Any:
     from mlflow.models import ModelSignature
     from mlflow.types import ParamSchema, ParamSpec, Schema, TensorSpec
 
-    return ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, 3), name="image")]),
-                          outputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, -1), name="class_map")]),
+    # Unnamed tensors: MLflow hands a named input to predict as a dict, an unnamed one as the array itself.
+    return ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, 3))]),
+                          outputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, -1))]),
                           params=ParamSchema([ParamSpec("output", "string", "classes")]))
 
 
@@ -87,18 +89,17 @@ def save_model(run_folder: str | Path, path: str | Path, mlflow_model: Any = Non
     """Write the ``pyfunc`` of ``run_folder`` (``metrics.json`` + ``model/``) to the new folder ``path``."""
     import mlflow.pyfunc
 
+    from stego_core.inference import matching_of
+
     record = json.loads((Path(run_folder) / "metrics.json").read_text())
-    names = None
-    for method in ("stego_cluster", "stego_cluster_crf"):
-        scores = record.get("metrics", {}).get(method) or {}
-        if scores.get("assignment") is not None:
-            names = [str(n) for n in scores.get("per_class_iou", {})]
-            break
-    mlflow.pyfunc.save_model(
-        path=str(path), python_model=str(PYFUNC_FILE), artifacts={RUN_ARTIFACT: str(run_folder)},
-        code_paths=[str(LIBRARY_DIR)], signature=model_signature(), pip_requirements=pip_requirements(),
-        metadata=model_metadata(record["config"], names), model_config={"device": "auto", "crf": False},
-        mlflow_model=mlflow_model)
+    _, names = matching_of(record.get("metrics") or {}, use_crf=False)
+    with warnings.catch_warnings():  # advice for other kinds of models: the signature is given, type hints would
+        warnings.filterwarnings("ignore", message=".*(type hints|input example was not provided).*")  # infer another
+        mlflow.pyfunc.save_model(
+            path=str(path), python_model=str(PYFUNC_FILE), artifacts={RUN_ARTIFACT: str(run_folder)},
+            code_paths=[str(LIBRARY_DIR)], signature=model_signature(), pip_requirements=pip_requirements(),
+            metadata=model_metadata(record["config"], names), model_config={"device": "auto", "crf": False},
+            mlflow_model=mlflow_model)
     for cache in Path(path).rglob("__pycache__"):
         shutil.rmtree(cache, ignore_errors=True)
 
