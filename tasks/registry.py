@@ -93,8 +93,8 @@ def save_model(run_folder: str | Path, path: str | Path, mlflow_model: Any = Non
 
     record = json.loads((Path(run_folder) / "metrics.json").read_text())
     _, names = matching_of(record.get("metrics") or {}, use_crf=False)
-    with warnings.catch_warnings():  # advice for other kinds of models: the signature is given, type hints would
-        warnings.filterwarnings("ignore", message=".*(type hints|input example was not provided).*")  # infer another
+    with warnings.catch_warnings():  # the signature is given; an input example would need the backbone to run
+        warnings.filterwarnings("ignore", message=".*input example was not provided.*")
         mlflow.pyfunc.save_model(
             path=str(path), python_model=str(PYFUNC_FILE), artifacts={RUN_ARTIFACT: str(run_folder)},
             code_paths=[str(LIBRARY_DIR)], signature=model_signature(), pip_requirements=pip_requirements(),
