@@ -179,16 +179,17 @@ def predict(
     run_ref: str = typer.Option(..., "--run", help="a run folder (`stego run --output`), an MLflow run id / runs:/<id>, "
                                 "or a registered model models:/NAME/VERSION / models:/NAME@ALIAS"),
     images: Path = typer.Option(..., help="folder of images to segment"),
-    out: Path = typer.Option(..., help="output folder for cluster-id PNGs and overlays"),
+    out: Path = typer.Option(..., help="output folder: class-map PNGs, overlays with a legend, class shares (JSON)"),
     crf: bool = typer.Option(False, help="refine with the dense CRF"),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
     tracking_uri: Optional[str] = typer.Option(None, help="MLflow store holding the run (default: as `stego run`)"),
 ) -> None:
-    """Segment new images with a finished run (a folder, or a run tracked in MLflow)."""
+    """Segment new images, whole and at their own size, with a finished run (a folder, or a run tracked in MLflow)."""
     from flows.predict import resolve_run_dir
-    from stego_core.inference import predict_images
+    from stego_core.inference import SUMMARY_FILE, predict_images
 
-    written = predict_images(resolve_run_dir(run_ref, tracking_uri), images, out, use_crf=crf)
-    typer.echo(f"wrote {len(written)} predictions (+ overlays) to {out}")
+    written = predict_images(resolve_run_dir(run_ref, tracking_uri), images, out, use_crf=crf, device=device)
+    typer.echo(f"wrote {len(written)} class maps (+ overlays, class shares) to {out}; summary {out / SUMMARY_FILE}")
 
 
 @app.command()

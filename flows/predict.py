@@ -7,7 +7,7 @@ from typing import Optional
 from prefect import flow
 
 from stego_core.home import stego_home
-from stego_core.inference import predict_images
+from stego_core.inference import SUMMARY_FILE, predict_images
 from tasks.registry import download_model, parse_model_ref
 from tasks.tracking import check_reachable, download_run, parse_run_ref, resolve_tracking_uri
 
@@ -35,7 +35,8 @@ def resolve_run_dir(run: str, tracking_uri: str | None = None) -> Path:
 @flow(name="stego_predict", log_prints=True)
 def stego_predict(run: str, images: str, out: str, crf: bool = False, device: str = "auto",
                   tracking_uri: Optional[str] = None) -> dict:
-    """Cluster-id PNGs and overlays for every image in a folder.
+    """Full-size class maps (the run's matched classes, else cluster ids), overlays with a legend and
+    per-image class shares (JSON) for every image in a folder, plus ``_summary.json``.
 
     Args:
         run: a run folder written by `stego run --output`, an MLflow run id / runs:/<id>, or a registered
@@ -47,4 +48,4 @@ def stego_predict(run: str, images: str, out: str, crf: bool = False, device: st
         tracking_uri: MLflow store holding the run; default $MLFLOW_TRACKING_URI, else $STEGO_HOME/mlflow.db.
     """
     written = predict_images(resolve_run_dir(run, tracking_uri), images, out, use_crf=crf, device=device)
-    return {"out": str(out), "count": len(written)}
+    return {"out": str(out), "count": len(written), "summary": str(Path(out) / SUMMARY_FILE)}

@@ -89,27 +89,31 @@ def palette_image(ids: np.ndarray, colours: np.ndarray) -> Image.Image:
 
 def with_legend(image: np.ndarray, entries: Sequence[tuple[str, Sequence[int]]]) -> np.ndarray:
     """``image`` ``(H, W, 3)`` with a white strip below it: a swatch and a label per ``(label, rgb)``
-    entry, laid out left to right and wrapped to the image's width. No entries: the image unchanged."""
+    entry, laid out left to right and wrapped to the image's width (text scaled with the width; a
+    narrow image gets a strip as wide as its longest label).
+    No entries: the image unchanged."""
     if not entries:
         return np.asarray(image, dtype=np.uint8)
-    font = ImageFont.load_default()
     height, width = image.shape[:2]
-    row_h, swatch, gap = 14, 10, 8
+    size = int(np.clip(round(width / 45), 11, 40))  # readable on a thumbnail and on a 4000-px photo
+    font = ImageFont.load_default(size=size)  # Pillow's bundled font (a bitmap one without FreeType)
+    row_h, swatch, gap = size + 6, size, size
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    sizes = [swatch + 4 + int(probe.textlength(label, font=font)) for label, _ in entries]
+    spans = [swatch + 6 + int(probe.textlength(label, font=font)) for label, _ in entries]
+    strip = max(width, max(spans) + 8)  # a narrow image gets a wider strip: every label is whole
     rows, x = [[]], 0
-    for entry, size in zip(entries, sizes):
-        if rows[-1] and x + size > width - 4:
+    for entry, span in zip(entries, spans):
+        if rows[-1] and x + span > strip - 4:
             rows.append([])
             x = 0
         rows[-1].append((entry, x))
-        x += size + gap
-    canvas = Image.new("RGB", (width, height + row_h * len(rows) + 4), "white")
+        x += span + gap
+    canvas = Image.new("RGB", (strip, height + row_h * len(rows) + 6), "white")
     canvas.paste(Image.fromarray(np.asarray(image, dtype=np.uint8)), (0, 0))
     draw = ImageDraw.Draw(canvas)
     for r, row in enumerate(rows):
         y = height + 3 + r * row_h
         for (label, rgb), x in row:
-            draw.rectangle([x + 2, y + 1, x + 2 + swatch, y + 1 + swatch], fill=tuple(int(v) for v in rgb), outline="black")
-            draw.text((x + 4 + swatch, y), label, fill="black", font=font)
+            draw.rectangle([x + 2, y + 3, x + 2 + swatch, y + 3 + swatch], fill=tuple(int(v) for v in rgb), outline="black")
+            draw.text((x + 6 + swatch, y + 3), label, fill="black", font=font)
     return np.asarray(canvas)

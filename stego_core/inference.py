@@ -20,7 +20,7 @@ it (unmatched clusters are 255, "no class"), with the dataset's class names and 
 Memory: the probabilities at full size are ``4 K H W`` bytes (a 12-megapixel photo with 27
 clusters: 1.3 GB); the backbone sees only the resized image.
 
-:func:`predict_images` runs a :class:`Segmenter` over a folder and writes, per image, ``<stem>.png``
+:func:`predict_folder` (:func:`predict_images` from a run folder) runs a :class:`Segmenter` over a folder and writes, per image, ``<stem>.png``
 (class ids, or cluster ids without a matching, as a palette PNG), ``<stem>_overlay.png`` (the
 colours over the image, a legend of the classes present below it) and ``<stem>.json`` (each
 class's share of the pixels), plus ``_summary.json`` for the folder.
@@ -46,7 +46,7 @@ from stego_core.backbones import Backbone, create_backbone
 from stego_core.colours import blend, class_colours, class_ids_from_clusters, colorize, palette, palette_image, with_legend
 from stego_core.config import ExperimentConfig
 from stego_core.crf import CrfParams, dense_crf
-from stego_core.data import DataError, image_to_tensor, list_samples, load_image, resize_center_crop_geometry
+from stego_core.data import DataError, Sample, image_to_tensor, list_samples, load_image, resize_center_crop_geometry
 from stego_core.features import embed_batch
 from stego_core.head import SegmentationHead
 from stego_core.predict import Readout, cluster_readout
@@ -76,13 +76,14 @@ def load_run(run_dir: str | Path) -> tuple[ExperimentConfig, Path]:
 def matching_of(metrics: dict, use_crf: bool) -> tuple[list[int] | None, list[str] | None]:
     """The cluster -> class ``assignment`` and the class names of the run's cluster method
     (``stego_cluster_crf`` when ``use_crf`` and the run scored it, else ``stego_cluster``);
-    ``(None, None)`` when the run has no such scores (nothing labelled to match against)."""
+    ``(None, None)`` when the run has no such scores (nothing labelled to match against); names are
+    None when the scores do not list them."""
     method = "stego_cluster_crf" if use_crf and "stego_cluster_crf" in metrics else "stego_cluster"
     scores = metrics.get(method) or {}
     assignment = scores.get("assignment")
     if assignment is None:
         return None, None
-    return [int(a) for a in assignment], [str(name) for name in scores.get("per_class_iou", {})]
+    return [int(a) for a in assignment], [str(name) for name in scores.get("per_class_iou", {})] or None
 
 
 def pass_size(height: int, width: int, resolution: int, patch: int) -> tuple[int, int]:
@@ -115,6 +116,7 @@ class Segmenter:
     class_names: list[str] | None
     colours: np.ndarray
     device: torch.device
+    run_dir: Path
 
     @classmethod
     def from_run(cls, run_dir: str | Path, *, device: str = "auto", use_crf: bool = False) -> "Segmenter":
@@ -133,11 +135,14 @@ class Segmenter:
         if assignment is not None and len(assignment) != len(centroids):
             raise ValueError(f"{Path(run_dir) / 'metrics.json'}: the matching has {len(assignment)} entries for "
                              f"{len(centroids)} clusters in {model / 'centroids.npy'}; the files are from different runs")
-        colours = class_colours(cfg.data.evaluation().dataset, len(names)) if names else palette(len(centroids))
+        if names:
+            colours = class_colours(cfg.data.evaluation().dataset, len(names))
+        else:  # no names: one colour per id that classes() (or clusters()) can give
+            colours = palette(max([len(centroids), *[a + 1 for a in assignment or []]]))
         return cls(backbone=backbone, head=load_head(model, dev), readout=cluster_readout(centroids, cfg.cluster.temperature),
                    num_clusters=len(centroids), flip_tta=cfg.embed.flip_tta, resolution=cfg.embed.eval_resolution,
                    crf=crf_params(cfg.crf) if use_crf else None, assignment=assignment, class_names=names,
-                   colours=colours, device=dev)
+                   colours=colours, device=dev, run_dir=Path(run_dir))
 
     @property
     def has_matching(self) -> bool:
@@ -146,7 +151,7 @@ class Segmenter:
     @torch.no_grad()
     def probabilities(self, image: np.ndarray) -> np.ndarray:
         """``(K, H, W)`` float32 cluster probabilities of an ``(H, W, 3)`` uint8 RGB image (see the module doc)."""
-        image = check_image(image)
+        image = check_rgb(image)
         height, width = image.shape[:2]
         h, w = pass_size(height, width, self.resolution, self.backbone.patch_size)
         resized = Image.fromarray(image).resize((w, h), Image.BICUBIC)
@@ -182,7 +187,7 @@ class Segmenter:
         return f"cluster {idx}"
 
 
-def check_image(image: np.ndarray) -> np.ndarray:
+def check_rgb(image: np.ndarray) -> np.ndarray:
     """``image`` if it is an ``(H, W, 3)`` uint8 array; else a ValueError saying what to pass."""
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 or min(image.shape[:2]) < 1:
@@ -191,49 +196,67 @@ def check_image(image: np.ndarray) -> np.ndarray:
     return image
 
 
-def pixel_shares(ids: np.ndarray, seg: Segmenter) -> dict[str, float]:
-    """Each id's share of the pixels (largest first, present ids only, summing to 1), by name."""
+def pixel_shares(ids: np.ndarray) -> dict[int, float]:
+    """Each id's share of the pixels of ``ids``: present ids only, largest first, summing to 1."""
     counts = np.bincount(np.asarray(ids, dtype=np.int64).ravel(), minlength=256)
-    present = [int(i) for i in np.argsort(-counts, kind="stable") if counts[i]]
-    return {seg.label(i): float(counts[i] / ids.size) for i in present}
+    return {int(i): float(counts[i] / ids.size) for i in np.argsort(-counts, kind="stable") if counts[i]}
 
 
-def write_prediction(seg: Segmenter, image: np.ndarray, out: Path, stem: str) -> dict:
+def write_prediction(seg: Segmenter, image: np.ndarray, out: Path, stem: str, name: str) -> dict:
     """``<stem>.png``, ``<stem>_overlay.png`` and ``<stem>.json`` for one image; returns its JSON record."""
     ids = seg.classes(image)
     palette_image(ids, seg.colours).save(out / f"{stem}.png")
+    shares = pixel_shares(ids)
     overlay = blend(image, colorize(ids, seg.colours, NO_CLASS), alpha=0.5)
-    present = [int(i) for i in np.argsort(-np.bincount(ids.ravel(), minlength=256), kind="stable")
-               if (ids == i).any()]
-    legend = [(seg.label(i), seg.colours[i] if i < len(seg.colours) else (0, 0, 0)) for i in present]
+    legend = [(seg.label(i), seg.colours[i] if i < len(seg.colours) else (0, 0, 0)) for i in shares]
     Image.fromarray(with_legend(overlay, legend)).save(out / f"{stem}_overlay.png")
-    record = {"size": [int(image.shape[1]), int(image.shape[0])],
-              "ids": "classes" if seg.has_matching else "clusters", "shares": pixel_shares(ids, seg)}
+    record = {"image": name, "size": [int(image.shape[1]), int(image.shape[0])], "ids": "classes" if seg.has_matching else "clusters",
+              "shares": {seg.label(i): share for i, share in shares.items()}}
     (out / f"{stem}.json").write_text(json.dumps(record, indent=1))
     return record
 
 
 def predict_images(run_dir: str | Path, images_dir: str | Path, out_dir: str | Path, *, use_crf: bool = False,
                    device: str = "auto", progress: bool = True) -> list[Path]:
-    """Segment every image of ``images_dir`` with the run and write the files of the module doc
-    into ``out_dir``; returns the class-map PNGs.
+    """:func:`predict_folder` with the run folder ``run_dir`` loaded as a :class:`Segmenter`.
 
     Raises:
-        DataError: the folder is missing or holds no images, an image cannot be read, or an image is
-            named like the summary file.
+        DataError: as :func:`predict_folder` (checked before the run is loaded).
         FileNotFoundError: ``run_dir`` is not a finished run folder.
+    """
+    samples = folder_samples(images_dir)
+    return predict_folder(Segmenter.from_run(run_dir, device=device, use_crf=use_crf), samples, out_dir, progress=progress)
+
+
+def folder_samples(images_dir: str | Path) -> list[Sample]:
+    """The images of a folder to predict.
+
+    Raises:
+        DataError: the folder is missing or holds no images, or an image is named like the summary file.
     """
     samples = list_samples(images_dir)
     if any(s.stem == Path(SUMMARY_FILE).stem for s in samples):
         raise DataError(f"{images_dir}: an image is named {Path(SUMMARY_FILE).stem}, which would overwrite the "
                         f"summary {SUMMARY_FILE}; rename it")
-    seg = Segmenter.from_run(run_dir, device=device, use_crf=use_crf)
+    return samples
+
+
+def predict_folder(seg: Segmenter, images: str | Path | list[Sample], out_dir: str | Path, *,
+                   progress: bool = True) -> list[Path]:
+    """Segment every image of a folder (or the listed samples) and write the files of the module doc
+    into ``out_dir``, with a progress bar over the images; returns the class-map PNGs.
+
+    Raises:
+        DataError: the folder is missing or holds no images, an image cannot be read (the message
+            names it), or an image is named like the summary file.
+    """
+    samples = images if isinstance(images, list) else folder_samples(images)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written, records, pixels = [], {}, {}
     for sample in tqdm(samples, desc="predict", unit="image", disable=not progress):
         image = np.asarray(load_image(sample.image), dtype=np.uint8)
-        record = write_prediction(seg, image, out, sample.stem)
+        record = write_prediction(seg, image, out, sample.stem, sample.image.name)
         records[sample.image.name] = {"png": f"{sample.stem}.png", "overlay": f"{sample.stem}_overlay.png",
                                       "json": f"{sample.stem}.json", **record}
         n = image.shape[0] * image.shape[1]
@@ -241,8 +264,8 @@ def predict_images(run_dir: str | Path, images_dir: str | Path, out_dir: str | P
             pixels[name] = pixels.get(name, 0.0) + share * n
         written.append(out / f"{sample.stem}.png")
     total = sum(pixels.values())
-    summary = {"run": str(run_dir), "images": len(records), "ids": "classes" if seg.has_matching else "clusters",
-               "class_names": seg.class_names, "crf": use_crf,
+    summary = {"run": str(seg.run_dir), "images": len(records), "ids": "classes" if seg.has_matching else "clusters",
+               "class_names": seg.class_names, "crf": seg.crf is not None,
                "shares": {k: v / total for k, v in sorted(pixels.items(), key=lambda kv: -kv[1])}, "per_image": records}
     (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=1))
     return written

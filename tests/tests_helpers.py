@@ -60,6 +60,36 @@ def synthetic_config(data: Path, **memory) -> ExperimentConfig:
     })
 
 
+HAND_RUN_CLUSTERS, HAND_RUN_DIM = 4, 8
+HAND_RUN_ASSIGNMENT = [2, -1, 0, 1]  # cluster -> CamVid class; cluster 1 matched to no class
+
+
+def hand_made_run(root: Path, *, matching: bool = True, flip: bool = True) -> Path:
+    """A run folder as ``stego run --output`` writes it (metrics.json + model/), built by hand in a second:
+    a random ViT-S/14 at 28 px, a random head and ``HAND_RUN_CLUSTERS`` centroids, and (``matching``)
+    CamVid's class names with the known ``HAND_RUN_ASSIGNMENT`` as the stego_cluster matching."""
+    import json
+
+    import torch
+
+    from stego_core.data import DATASETS
+    from stego_core.head import SegmentationHead
+    from stego_core.stages import save_head
+
+    cfg = ExperimentConfig.model_validate({
+        "device": "cpu", "embed": {"backbone": "dinov2_vits14", "pretrained": False, "eval_resolution": 28, "flip_tta": flip},
+        "train": {"dim": HAND_RUN_DIM}})
+    model = root / "model"
+    model.mkdir(parents=True)
+    torch.manual_seed(0)
+    save_head(SegmentationHead(384, HAND_RUN_DIM), model)
+    np.save(model / "centroids.npy", np.random.default_rng(0).normal(size=(HAND_RUN_CLUSTERS, HAND_RUN_DIM)).astype(np.float32))
+    scores = {"assignment": HAND_RUN_ASSIGNMENT, "per_class_iou": {n: 0.5 for n in DATASETS["camvid"].class_names}}
+    record = {"metrics": {"stego_cluster": scores} if matching else {}, "config": cfg.model_dump(mode="json")}
+    (root / "metrics.json").write_text(json.dumps(record))
+    return root
+
+
 @contextlib.contextmanager
 def small_tmpfs(folder: Path, size: str) -> Iterator[Path]:
     """A real tmpfs of ``size`` (e.g. ``"4m"``) mounted at ``folder`` (created), unmounted after; the

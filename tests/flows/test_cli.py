@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests_helpers import TINY
+from tests_helpers import TINY, hand_made_run
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -125,7 +125,9 @@ def test_run_predict_evaluate_on_camvid(prefect_harness, camvid_root, tmp_path):
     pngs = sorted(p for p in (tmp_path / "pred").glob("*.png") if "overlay" not in p.name)
     assert len(pngs) == 2 and len(list((tmp_path / "pred").glob("*_overlay.png"))) == 2
     ids = np.asarray(Image.open(pngs[0]))
-    assert ids.ndim == 2 and ids.max() < 11
+    assert ids.shape == (180, 240) and ids.max() < 11  # the whole image, in CamVid's class ids
+    shares = json.loads(pngs[0].with_suffix(".json").read_text())["shares"]
+    assert set(shares) <= set(metrics["stego_cluster"]["per_class_iou"]) and sum(shares.values()) == pytest.approx(1)
 
     # `stego evaluate` on hand-made predictions: a label map with its ids permuted scores perfectly.
     labels, preds = tmp_path / "labels", tmp_path / "preds"
@@ -141,3 +143,19 @@ def test_run_predict_evaluate_on_camvid(prefect_harness, camvid_root, tmp_path):
     assert out.exit_code == 0, out.output
     scores = json.loads((tmp_path / "m.json").read_text())
     assert scores["accuracy"] == pytest.approx(1.0) and scores["mIoU"] == pytest.approx(1.0)
+
+
+def test_predict_writes_full_size_maps_and_names_an_empty_folder(tmp_path):
+    run = hand_made_run(tmp_path / "run")
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (61, 143, 3), dtype=np.uint8)).save(images / "odd.jpg")
+    out = invoke("predict", "--run", run, "--images", images, "--out", tmp_path / "pred", "--device", "cpu", server=False)
+    assert out.exit_code == 0, out.output
+    assert "wrote 1 class maps" in out.output and "_summary.json" in out.output
+    assert Image.open(tmp_path / "pred" / "odd.png").size == (143, 61)
+    assert {"odd.png", "odd_overlay.png", "odd.json", "_summary.json"} <= {p.name for p in (tmp_path / "pred").iterdir()}
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = invoke("predict", "--run", run, "--images", empty, "--out", tmp_path / "pred2", "--device", "cpu", server=False)
+    assert out.exit_code == 2 and "holds no images" in out.output and "Traceback" not in out.output

@@ -96,7 +96,7 @@ def test_predict_with_an_mlflow_run_id(runs, server, camvid_root, tmp_path):
                 env_update={"MLFLOW_TRACKING_URI": server, "STEGO_HOME": str(tmp_path / "home")})
     assert out.returncode == 0, out.stdout + out.stderr
     ids = np.asarray(Image.open(tmp_path / "pred" / "a.png"))
-    assert ids.ndim == 2 and ids.max() < 11
+    assert ids.shape == (180, 240) and ids.max() < 11  # the whole image, in CamVid's class ids
     cached = tmp_path / "home" / "mlflow-runs" / first["mlflow_run_id"]
     assert json.loads((cached / "metrics.json").read_text())["config"]["train"]["steps"] == 12
 
