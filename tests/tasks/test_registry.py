@@ -81,3 +81,31 @@ def test_dataset_inputs_name_the_splits_with_their_counts(tmp_path):
                                                       "split": "val", "limit": 2}
     assert train.dataset.digest != evaluation.dataset.digest and len(train.dataset.digest) == 16
 
+
+
+def test_the_pyfunc_gives_the_segmenters_maps_for_an_image_and_a_batch(tmp_path):
+    """A hand-made run folder saved as the pyfunc and loaded back (in this process; a fresh one, from the
+    registry: tests/flows/test_registry_e2e.py): the segmenter's class map, raw clusters on request."""
+    import mlflow.pyfunc
+
+    from stego_core.inference import Segmenter
+    from tasks.registry import save_model
+    from tests_helpers import hand_made_run
+
+    run = hand_made_run(tmp_path / "run")
+    save_model(run, tmp_path / "model")
+    model = mlflow.pyfunc.load_model(str(tmp_path / "model"), model_config={"device": "cpu"})
+    segmenter = Segmenter.from_run(run, device="cpu")
+    image = np.random.default_rng(3).integers(0, 256, size=(31, 47, 3), dtype=np.uint8)
+    assert np.array_equal(model.predict(image), segmenter.classes(image))
+    assert np.array_equal(model.predict(image, params={"output": "clusters"}), segmenter.clusters(image))
+    batch = np.empty(2, dtype=object)
+    batch[0], batch[1] = image, image[:17, :23]
+    maps = model.predict(batch)
+    assert [m.shape for m in maps] == [(31, 47), (17, 23)] and np.array_equal(maps[1], segmenter.classes(image[:17, :23]))
+    meta = model.metadata.metadata["stego"]
+    assert meta["backbone"] == "dinov2_vits14" and meta["class_names"][0] == "Sky" and meta["config"]["train"]["dim"] == 8
+    with pytest.raises(Exception, match="uint8"):
+        model.predict(image.astype(np.float32))
+    with pytest.raises(ValueError, match="params output='labels': expected one of classes, clusters"):
+        model.predict(image, params={"output": "labels"})
