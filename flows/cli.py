@@ -79,9 +79,14 @@ def run(
     shard_deployment: Optional[str] = typer.Option(None, help="queue the shards of a large split (embed.shard_size) "
                                                    "as runs of this deployment (embed_shard/embed-shard) on the server "
                                                    "at $PREFECT_API_URL, so the gpu pool's workers embed them"),
+    register_as: Optional[str] = typer.Option(None, "--register", metavar="NAME", help="register the run's model in "
+                                              "MLflow's Model Registry as a new version of NAME (as `stego register`)"),
 ) -> None:
     """Run the pipeline flow and print the metrics table."""
     from stego_core.presets import build_config
+
+    if register_as and not tracking:
+        raise ValueError("--register needs the run tracked in MLflow: drop --no-tracking")
 
     overrides = list(set_) + ([f"data.data_root={data_root.resolve()}"] if data_root else [])
     cfg = build_config(preset, config, overrides)
@@ -115,6 +120,40 @@ def run(
     typer.echo(f"\nwrote {output / 'metrics.json'}")
     if result.get("mlflow_run_id"):
         typer.echo(f"MLflow run {result['mlflow_run_id']} ({result['tracking_uri']}); `stego compare` lists it")
+    if register_as:
+        registered(result["mlflow_run_id"], register_as, tracking_uri=tracking_uri)
+
+
+def registered(run_id: str, name: str, *, tracking_uri: str | None, alias: str | None = None) -> None:
+    """Register run ``run_id``'s model as a new version of ``name`` and say which."""
+    from stego_core.home import stego_home
+    from tasks.registry import register_run
+    from tasks.tracking import check_reachable, resolve_tracking_uri
+
+    uri = resolve_tracking_uri(tracking_uri, stego_home())
+    check_reachable(uri)
+    version = register_run(run_id, name, tracking_uri=uri, alias=alias)
+    typer.echo(f"registered model {name!r} version {version.version}{f' (alias {alias!r})' if alias else ''}: "
+               f"`stego predict --run models:/{name}/{version.version}`")
+
+
+@app.command()
+def register(
+    run_ref: str = typer.Argument(..., metavar="RUN", help="an MLflow run id (32 hex) or runs:/<id>"),
+    name: str = typer.Option(..., "--name", help="registered model name; a new version when it exists"),
+    alias: Optional[str] = typer.Option(None, help="also point this alias (e.g. champion) at the new version"),
+    tracking_uri: Optional[str] = typer.Option(None, help="MLflow store (default: $MLFLOW_TRACKING_URI, else $STEGO_HOME/mlflow.db)"),
+) -> None:
+    """Register a tracked run's model in MLflow's Model Registry (then `stego predict --run models:/NAME/VERSION`)."""
+    from tasks.tracking import parse_run_ref
+
+    run_id = parse_run_ref(run_ref)
+    if run_id is None:
+        hint = (" (a run folder has no MLflow model: run with tracking on, or `stego run --register NAME`)"
+                if Path(run_ref).exists() else "")
+        raise ValueError(f"RUN {run_ref!r} is not an MLflow run id (32 hex) or runs:/<id>{hint}; copy one from "
+                         "`stego compare` or the MLflow UI")
+    registered(run_id, name, tracking_uri=tracking_uri, alias=alias)
 
 
 @app.command()
@@ -137,7 +176,8 @@ def evaluate(
 
 @app.command()
 def predict(
-    run_ref: str = typer.Option(..., "--run", help="a run folder (`stego run --output`) or an MLflow run id / runs:/<id>"),
+    run_ref: str = typer.Option(..., "--run", help="a run folder (`stego run --output`), an MLflow run id / runs:/<id>, "
+                                "or a registered model models:/NAME/VERSION / models:/NAME@ALIAS"),
     images: Path = typer.Option(..., help="folder of images to segment"),
     out: Path = typer.Option(..., help="output folder: class-map PNGs, overlays with a legend, class shares (JSON)"),
     crf: bool = typer.Option(False, help="refine with the dense CRF"),

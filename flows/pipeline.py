@@ -28,7 +28,15 @@ from tasks.stages import (
 )
 from tasks.figures import run_figures
 from tasks.prefect_stage import run_logger
-from tasks.tracking import NullTracker, RunTracker, TrackingUnavailable, local_tracking_uri, redact, resolve_tracking_uri
+from tasks.tracking import (
+    NullTracker,
+    RunTracker,
+    TrackingUnavailable,
+    dataset_inputs,
+    local_tracking_uri,
+    redact,
+    resolve_tracking_uri,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -122,8 +130,10 @@ def start_tracking(cfg: ExperimentConfig, enabled: bool, tracking_uri: str | Non
 def run_stages(cfg: ExperimentConfig, store: str, output: str | None, tracker: RunTracker | NullTracker,
                shard_deployment: str | None = None) -> dict:
     """The stages in order (the flow's body); ``tracker`` gets the loss curves and the final record."""
-    eval_info = split_info(cfg, "eval")
+    eval_info, train_info = split_info(cfg, "eval"), split_info(cfg, "train")
     k, names = eval_info.num_classes, list(eval_info.class_names)
+    # 0. Lineage: the images trained on and scored (names, roots, counts, digests) as the run's dataset inputs.
+    tracker.log_datasets(dataset_inputs(cfg.model_dump(mode="json"), train_info.samples, eval_info.samples))
     run = StageRunner(cfg, store)
 
     # 1-2. Training crops (five per image, uint8 at the training resolution) and frozen-backbone features,
@@ -139,7 +149,6 @@ def run_stages(cfg: ExperimentConfig, store: str, output: str | None, tracker: R
     tracker.log_training(Path(head["path"]))
     # 5. Readouts: clusters (no labels) and linear probes (labels), on the code and on raw features.
     # Linear probes need training labels; an unlabelled training folder gets the cluster methods only.
-    train_info = split_info(cfg, "train")
     # A linear probe predicts the training split's classes: it is scored only when the evaluation split has
     # the same ones (a transfer to a dataset with other classes gets the label-free methods only).
     same_classes = (train_info.num_classes, train_info.class_names) == (k, eval_info.class_names)

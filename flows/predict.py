@@ -8,21 +8,27 @@ from prefect import flow
 
 from stego_core.home import stego_home
 from stego_core.inference import SUMMARY_FILE, predict_images
+from tasks.registry import download_model, parse_model_ref
 from tasks.tracking import check_reachable, download_run, parse_run_ref, resolve_tracking_uri
 
 
 def resolve_run_dir(run: str, tracking_uri: str | None = None) -> Path:
-    """A run folder (``stego run --output``) as is, or an MLflow run id / ``runs:/<id>`` fetched
-    into ``$STEGO_HOME/mlflow-runs/<id>``."""
+    """A run folder (``stego run --output``) as is; an MLflow run id / ``runs:/<id>`` fetched into
+    ``$STEGO_HOME/mlflow-runs/<id>``; a registered model ``models:/NAME/VERSION`` / ``models:/NAME@ALIAS``
+    fetched into ``$STEGO_HOME/mlflow-models/<model id>`` (its run folder)."""
     run_dir = Path(run)
     if run_dir.exists():
         return run_dir
-    run_id = parse_run_ref(run)
-    if run_id is None:
-        raise FileNotFoundError(f"run {run!r} is neither a run folder nor an MLflow run id (runs:/<id>); "
-                                "pass the --output folder of `stego run` or an id from `stego compare`")
+    model = parse_model_ref(run)
+    run_id = parse_run_ref(run) if model is None else None
+    if model is None and run_id is None:
+        raise FileNotFoundError(f"run {run!r} is neither a run folder, an MLflow run id (runs:/<id>) nor a registered "
+                                "model (models:/NAME/VERSION, models:/NAME@ALIAS); pass the --output folder of "
+                                "`stego run`, an id from `stego compare`, or a name from `stego register`")
     uri = resolve_tracking_uri(tracking_uri, stego_home())
     check_reachable(uri)  # MLflow's client would retry an unreachable server for minutes
+    if model is not None:
+        return download_model(model, tracking_uri=uri, cache_root=stego_home() / "mlflow-models")
     return download_run(run_id, tracking_uri=uri, cache_root=stego_home() / "mlflow-runs")
 
 
@@ -33,7 +39,8 @@ def stego_predict(run: str, images: str, out: str, crf: bool = False, device: st
     per-image class shares (JSON) for every image in a folder, plus ``_summary.json``.
 
     Args:
-        run: a run folder written by `stego run --output`, or an MLflow run id / runs:/<id>.
+        run: a run folder written by `stego run --output`, an MLflow run id / runs:/<id>, or a registered
+            model models:/NAME/VERSION / models:/NAME@ALIAS.
         images: folder of images to segment (on the worker's filesystem).
         out: output folder (on the worker's filesystem).
         crf: refine the clusters with the dense CRF.

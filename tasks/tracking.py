@@ -14,7 +14,11 @@ holds, and under which names:
   ``<method>.iou.<class>``;
 * artifacts: ``metrics.json`` + ``model/`` (head, centroids, linear probe, loss/history,
   ``config.json``) laid out like a run folder, so ``stego predict --run <run id>`` can use it
-  (:func:`download_run`), ``run.json`` (artifact keys, cache hits, usage) and ``figures/*.png``.
+  (:func:`download_run`), ``run.json`` (artifact keys, cache hits, usage) and ``figures/*.png``;
+* an MLflow model (a ``pyfunc`` named ``stego``: image in, class map out) built from the same run
+  folder, which ``stego register`` puts in the Model Registry (:mod:`tasks.registry`);
+* dataset inputs: the training split (context ``training``) and the evaluation split (``evaluation``),
+  each with its name, root, number of images and a digest of its file listing (:func:`split_input`).
 
 The store: ``tracking_uri`` if given, else ``$MLFLOW_TRACKING_URI``, else the SQLite database
 ``<home>/mlflow.db`` (:func:`resolve_tracking_uri`); a SQLite store keeps its artifacts beside the
@@ -278,6 +282,10 @@ class RunTracker:
         return tracker
 
     # -- logging
+    def log_datasets(self, inputs: Sequence[Any]) -> None:
+        """The run's dataset inputs (:func:`split_input`), shown on the run page and searchable by digest."""
+        self.client.log_inputs(self.run_id, datasets=list(inputs))
+
     def log_batch(self, metrics: Sequence[Any] = (), params: Mapping[str, str] | None = None,
                   tags: Mapping[str, str] | None = None) -> None:
         """``MlflowClient.log_batch`` in chunks within MLflow's per-request limits."""
@@ -321,17 +329,50 @@ class RunTracker:
                        tags={**{f"artifact.{name}": key for name, key in result["artifacts"].items()},
                              **({"cluster_code": result["cluster_code"]["chosen"]} if result.get("cluster_code") else {})})
         with tempfile.TemporaryDirectory(prefix="stego-mlflow-") as tmp:
-            folder = Path(tmp)
-            (folder / "model").mkdir()
+            folder, extra = Path(tmp) / "run", Path(tmp) / "extra"  # the run folder (also the model's), the rest
+            (folder / "model").mkdir(parents=True)
             for src in model_files:
                 shutil.copy2(src, folder / "model" / Path(src).name)
             (folder / "model" / "config.json").write_text(json.dumps(result["config"], indent=1))
             record = {"metrics": result["metrics"], "config": result["config"], "cluster_code": result.get("cluster_code")}
             (folder / "metrics.json").write_text(json.dumps(record, indent=1))
-            (folder / "run.json").write_text(json.dumps({k: result.get(k) for k in ("artifacts", "cached", "usage")}, indent=1))
+            extra.mkdir()
+            (extra / "run.json").write_text(json.dumps({k: result.get(k) for k in ("artifacts", "cached", "usage")}, indent=1))
             for name, fig in (figures or {}).items():
-                save_png(fig, folder / "figures" / f"{name}.png")
-            self.client.log_artifacts(self.run_id, str(folder))
+                save_png(fig, extra / "figures" / f"{name}.png")
+            for part in (folder, extra):
+                self.client.log_artifacts(self.run_id, str(part))
+            self.log_model(folder)
+
+    def log_model(self, run_folder: Path) -> str | None:
+        """The run's MLflow model (:func:`tasks.registry.log_model`) from ``run_folder``; its id, tag
+        ``mlflow_model.id`` and metric ``usage/mlflow_model/wall_s``. A failure is a warning and the tag
+        ``mlflow_model.error``, never a failed run (the run's files are logged already); ``None`` then."""
+        from tasks.registry import log_model
+
+        started = time.perf_counter()
+        try:
+            model_id = log_model(self.client, self.run_id, run_folder)
+        except TrackingUnavailable:
+            raise
+        except Exception as exc:
+            message = redact(f"{type(exc).__name__}: {exc}")[:VALUE_LIMIT]
+            logger.warning("MLflow run %s: could not log its MLflow model (%s); the run's files are logged, "
+                           "`stego predict --run %s` still works, `stego register` will not", self.run_id, message,
+                           self.run_id, exc_info=logger.isEnabledFor(logging.DEBUG))
+            try:
+                self.client.set_tag(self.run_id, "mlflow_model.error", message)
+            except TrackingUnavailable:
+                raise
+            except Exception:
+                pass
+            return None
+        from mlflow.entities import Metric
+
+        seconds = time.perf_counter() - started
+        self.log_batch([Metric("usage/mlflow_model/wall_s", seconds, int(time.time() * 1000), 0)],
+                       tags={"mlflow_model.id": model_id})
+        return model_id
 
     def log_bad_files(self, bad_files: Sequence[Mapping[str, str]]) -> None:
         """Files left out under ``data.bad_files=skip``: tag ``bad_files=<count>`` and the artifact
@@ -432,6 +473,7 @@ class NullTracker:
     tracking_uri = None
 
     def log_training(self, *args: Any, **kwargs: Any) -> None: ...
+    def log_datasets(self, *args: Any, **kwargs: Any) -> None: ...
     def log_probes(self, *args: Any, **kwargs: Any) -> None: ...
     def log_result(self, *args: Any, **kwargs: Any) -> None: ...
     def log_sweep(self, *args: Any, **kwargs: Any) -> None: ...
@@ -443,6 +485,42 @@ class NullTracker:
 
     def __exit__(self, *exc: Any) -> bool:
         return False
+
+
+def split_input(context: str, name: str, samples: Sequence[Any], profile: Mapping[str, Any] | None = None) -> Any:
+    """An MLflow ``DatasetInput`` for a split: ``name`` (``camvid/train``), source = the folder holding its
+    images (a ``local`` source), digest = :func:`~stego_core.digest.listing_digest` of its images and labels,
+    profile = ``num_images``, ``num_labelled`` and ``profile``; tag ``mlflow.data.context`` = ``context``
+    (``training`` / ``evaluation``)."""
+    import os
+
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    from stego_core.digest import listing_digest
+
+    images = [str(s.image) for s in samples]
+    root = os.path.commonpath(images) if len(images) > 1 else str(Path(images[0]).parent) if images else ""
+    files = [p for s in samples for p in (s.image, s.label)]
+    digest = listing_digest(files, root) if images else "empty"
+    stats = {"num_images": len(samples), "num_labelled": sum(s.label is not None for s in samples), **(profile or {})}
+    dataset = Dataset(name=name, digest=digest, source_type="local", source=json.dumps({"uri": root}),
+                      profile=json.dumps(stats))
+    return DatasetInput(dataset, tags=[InputTag("mlflow.data.context", context)])
+
+
+def dataset_inputs(config: Mapping[str, Any], train_samples: Sequence[Any], eval_samples: Sequence[Any]) -> list:
+    """The training and evaluation splits of ``config`` (a resolved experiment config as JSON) as
+    :func:`split_input` records: ``<dataset>/<split>`` (a folder dataset: ``folder/train``, ``folder/eval``)."""
+    data = config["data"]
+    out = []
+    for context, role, samples in (("training", "train", train_samples), ("evaluation", "eval", eval_samples)):
+        dataset = data["dataset"] if role == "train" else (data.get("eval_dataset") or data["dataset"])
+        split = role if dataset == "folder" else data[f"{role}_split"]
+        subset = data.get("subset") if dataset == data["dataset"] else None
+        profile = {"dataset": dataset, "split": split, "limit": data[f"{role}_limit"],
+                   **({"subset": subset} if subset else {})}
+        out.append(split_input(context, f"{dataset}/{split}", samples, profile))
+    return out
 
 
 # ------------------------------------------------------------------------ reading a run back

@@ -2,7 +2,12 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
+import socket
 import subprocess
+import time
+import urllib.request
 from pathlib import Path
 from typing import Iterator
 
@@ -99,3 +104,52 @@ def small_tmpfs(folder: Path, size: str) -> Iterator[Path]:
         yield folder
     finally:
         subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 90) -> None:
+    """Wait until ``url``/health answers 200 (an MLflow server); raise if ``proc`` exits first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"{url}/health not up after {timeout} s")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """End the process group we started (the server and its worker)."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@contextlib.contextmanager
+def mlflow_server(base: Path) -> Iterator[str]:
+    """A real ``mlflow server`` on 127.0.0.1 (SQLite + artifacts under ``base``), yielding its URL; stopped after."""
+    from tasks.tracking import server_command, server_env
+
+    port = free_port()
+    proc = subprocess.Popen(server_command(f"sqlite:///{base / 'mlflow.db'}", base / "artifacts", port), env=server_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url, proc)
+        yield url
+    finally:
+        stop(proc)

@@ -7,7 +7,6 @@ split's label files (path, size, mtime), so describing an unchanged split again 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Callable
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..digest import json_digest
 from .io import load_label
 from .registry import dataset_samples, get_dataset
 
@@ -43,10 +43,6 @@ class ClassShares:
         return self.void / self.pixels if self.pixels else 0.0
 
 
-def _fingerprint(parts: list) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
-
-
 def class_shares(name: str, split: str, data_root: str | os.PathLike | None, *, subset: str | None = None,
                  limit: int | None = None, cache_dir: str | os.PathLike | None = None,
                  progress: Callable | None = None) -> ClassShares:
@@ -65,7 +61,7 @@ def class_shares(name: str, split: str, data_root: str | os.PathLike | None, *, 
     if cache_dir is not None:
         stats = [[str(s.label), *((s.label.stat().st_size, s.label.stat().st_mtime_ns) if s.label.exists() else ())]
                  for s in samples]
-        key = _fingerprint([name, split, subset, spec.label_map, spec.num_classes, stats])
+        key = json_digest([name, split, subset, spec.label_map, spec.num_classes, stats])
         cache = Path(cache_dir) / f"{name}-{split}{'-' + subset if subset else ''}-{key}.json"
         if cache.is_file():
             record = json.loads(cache.read_text())

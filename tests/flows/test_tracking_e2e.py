@@ -7,12 +7,8 @@ recomputes just the CRF predictions and the evaluation.
 import csv
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -23,43 +19,11 @@ from PIL import Image
 from flows.compare import compare_table, runs_frame
 from flows.pipeline import METHODS, stego_pipeline
 from stego_core.presets import build_config
-from tasks.tracking import server_command, server_env
-from tests_helpers import TINY
+from tests_helpers import TINY, free_port, mlflow_server, stop, wait_healthy
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
 EXPERIMENT = "e2e-tracking"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise TimeoutError(f"{url}/health not up after {timeout} s")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    """End the process group we started (the server and its worker)."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 def stego(*args, env_update: dict, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -75,16 +39,8 @@ def stego(*args, env_update: dict, timeout: float = 600) -> subprocess.Completed
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    base = tmp_path_factory.mktemp("mlflow-server")
-    port = free_port()
-    proc = subprocess.Popen(server_command(f"sqlite:///{base / 'mlflow.db'}", base / "artifacts", port), env=server_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(url, proc)
+    with mlflow_server(tmp_path_factory.mktemp("mlflow-server")) as url:
         yield url
-    finally:
-        stop(proc)
 
 
 @pytest.fixture(scope="module")

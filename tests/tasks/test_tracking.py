@@ -188,6 +188,19 @@ def test_logged_checkpoints_download_as_a_run_folder(uri, home, tmp_path):
     assert not math.isnan(run.info.end_time)
 
 
+def test_a_model_that_cannot_be_logged_is_a_warning_and_a_tag_not_a_failed_run(uri, tmp_path, caplog):
+    """A run folder without metrics.json (the pyfunc cannot be built): the run goes on and ends FINISHED."""
+    broken = tmp_path / "run"
+    (broken / "model").mkdir(parents=True)
+    with start(uri) as tracker:
+        assert tracker.log_model(broken) is None
+    run = MlflowClient(uri).get_run(tracker.run_id)
+    assert run.info.status == "FINISHED"
+    error = run.data.tags["mlflow_model.error"]
+    assert error.startswith("FileNotFoundError: ") and "metrics.json" in error
+    assert any(r.levelname == "WARNING" and "could not log its MLflow model" in r.getMessage() for r in caplog.records)
+
+
 def test_a_run_without_checkpoints_cannot_be_downloaded(uri, home, tmp_path):
     with start(uri) as tracker:
         pass
