@@ -47,11 +47,16 @@ def main() -> None:
     from tasks.figures import dimension_figure, save_png
 
     command = "python bench/dim_sweep.py " + " ".join(sys.argv[1:])
-    children: dict[str, list[dict]] = {s: [] for s in args.splits}
+    # A rerun keeps the (split, seed) sweeps already in the JSON and runs the others.
+    previous = json.loads(args.json.read_text()) if args.json.exists() else {}
+    children: dict[str, list[dict]] = {s: previous.get("children", {}).get(s, []) for s in args.splits}
     out = {"what": __doc__.splitlines()[0], "command": command.strip(), "preset": PRESET, "overrides": COMMON,
-           "dims": args.dims, "seeds": [], "machine": machine(), "wall_s": {}, "children": children, "tables": {}}
+           "dims": args.dims, "seeds": previous.get("seeds", []), "machine": machine(),
+           "wall_s": previous.get("wall_s", {}), "children": children, "tables": previous.get("tables", {})}
     for seed in args.seeds:
         for split in args.splits:
+            if f"{split}/seed{seed}" in out["wall_s"]:
+                continue
             t0 = time.perf_counter()
             cfg = build_config(PRESET, overrides=COMMON + [f"data.eval_split={split}"])
             summary = dim_sweep.fn(config=cfg, dims=args.dims, seeds=[seed], deployment=None,
@@ -63,7 +68,7 @@ def main() -> None:
             save_png(dimension_figure(rows, PANELS), Path(str(FIGURE).format(split=split)))
             print(f"--- {split}, seeds so far {out['seeds'] + [seed]} ---\n{markdown_table(rows)}", flush=True)
             args.json.write_text(json.dumps(out, indent=1))
-        out["seeds"].append(seed)
+        out["seeds"] = sorted(set(out["seeds"]) | {seed})
         args.json.write_text(json.dumps(out, indent=1))
 
 

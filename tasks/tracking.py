@@ -334,7 +334,8 @@ class RunTracker:
             for src in model_files:
                 shutil.copy2(src, folder / "model" / Path(src).name)
             (folder / "model" / "config.json").write_text(json.dumps(result["config"], indent=1))
-            record = {"metrics": result["metrics"], "config": result["config"], "cluster_code": result.get("cluster_code")}
+            record = {"metrics": result["metrics"], "config": result["config"],
+                      **({"cluster_code": result["cluster_code"]} if "cluster_code" in result else {})}
             (folder / "metrics.json").write_text(json.dumps(record, indent=1))
             extra.mkdir()
             (extra / "run.json").write_text(json.dumps({k: result.get(k) for k in ("artifacts", "cached", "usage")}, indent=1))
