@@ -19,6 +19,25 @@ TINY = [
 ]
 
 
+
+
+def tiny_overrides(*extra: str) -> dict:
+    """``TINY`` (+ ``extra``) as the run form's ``overrides``: dotted key -> value (values read as YAML, as ``--set``)."""
+    import yaml
+
+    return {key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in (*TINY, *extra))}
+
+
+def flow_run_artifacts(flow_run_id) -> dict:
+    """``{key: artifact}`` of the Prefect artifacts a flow run created (read from the configured server)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+    return {a.key: a for a in found}
+
+
 SYNTHETIC_CLASSES = 3
 
 

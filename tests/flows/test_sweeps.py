@@ -6,7 +6,8 @@ import uuid
 
 import pytest
 
-from flows.sweeps import backbone_point, grid_points, param_sweep, sweep_children
+from flows.run_form import backbone_point
+from flows.sweeps import grid_points, param_sweep, sweep_children
 from stego_core.config import ExperimentConfig
 from stego_core.presets import ConfigError, build_config
 from tests_helpers import TINY
