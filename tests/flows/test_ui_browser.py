@@ -183,6 +183,15 @@ def test_a_user_starts_the_camvid_quick_preset_from_the_run_form_and_sees_its_sc
     assert link.get_attribute("href") == f"{mlflow_server}/#/experiments/{experiment}/runs/{result['mlflow_run_id']}"
     assert "camvid-quick" in page_text(browser) and "| knn |" not in page_text(browser)  # rendered, not raw markdown
     browser.save_screenshot(str(RESULTS / "ui_run_summary.png"))
+    # The overlay figure, loaded by the browser from the MLflow server.
+    open_artifacts_tab(browser, f"{base}/runs/flow-run/{flow_run_id}", keys)
+    open_card(browser, "camvid-quick-overlays")
+    image = wait_for(browser, lambda d: d.find_element(By.CSS_SELECTOR, f"img[src^='{mlflow_server}/get-artifact']"),
+                     "the overlay image")
+    wait_for(browser, lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", image),
+             "the overlay image's pixels")
+    assert browser.execute_script("return arguments[0].naturalWidth", image) > 200
+    browser.save_screenshot(str(RESULTS / "ui_run_overlays.png"))
     print(f"\nUI test: {time.monotonic() - started:.0f} s from opening the form to the artifacts")
 
 
