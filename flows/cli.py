@@ -360,7 +360,8 @@ def sweep(
                 raise ConfigError(f"--grid {item!r}: the values are not a comma-separated list "
                                   f"({str(exc).splitlines()[0]}); quote them, e.g. --grid 'data.dataset=a,b'") from None
     from flows.errors import divert_logged_tracebacks
-    from flows.sweeps import backbone_point, grid_points, sweep_children
+    from flows.run_form import backbone_point
+    from flows.sweeps import grid_points, sweep_children
 
     if not dims:
         points = [backbone_point(base, b) for b in backbone] if backbone else grid_points(params["grid"])

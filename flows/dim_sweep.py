@@ -11,11 +11,12 @@ are computed once for all of them.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 import numpy as np
 from prefect import flow
 
+from flows.run_form import DEFAULT_PRESET, PresetName, form_config
 from flows.sweeps import PIPELINE_DEPLOYMENT, run_sweep
 from stego_core.config import ExperimentConfig
 from stego_core.presets import ConfigError, apply_overrides
@@ -84,19 +85,27 @@ def report(tracker, summary: dict) -> None:
 
 
 @flow(name="dim_sweep", log_prints=True)
-def dim_sweep(config: ExperimentConfig = ExperimentConfig(), dims: list[int] = DIMS,  # noqa: B006 (never mutated)
+def dim_sweep(preset: PresetName = DEFAULT_PRESET,  # type: ignore[valid-type]
+              dims: list[int] = DIMS,  # noqa: B006 (never mutated)
               seeds: list[int] = [0],  # noqa: B006
               reductions: list[Literal["pca", "randproj"]] = ["pca", "randproj"],  # noqa: B006
+              data_root: Optional[str] = None,
+              overrides: dict[str, Any] = {},  # noqa: B006
+              config: Optional[ExperimentConfig] = None,
               deployment: Optional[str] = PIPELINE_DEPLOYMENT, artifact_root: Optional[str] = None,
               tracking: bool = True, tracking_uri: Optional[str] = None, experiment: Optional[str] = None,
               check_inputs: bool = True, timeout_minutes: Optional[float] = None) -> dict:
     """The head trained at each code dimension, scored beside PCA and a random projection to the same dimension.
 
     Args:
-        config: the experiment every child starts from; each child sets `train.dim` and `seed`.
+        preset: the shipped preset every child starts from (`stego presets`); each child sets `train.dim` and `seed`.
         dims: code dimensions, one child per dimension and seed (PCA needs each <= the backbone's channels).
         seeds: seeds, one child per dimension and seed (the plot's error bars).
         reductions: the reductions scored beside the head (reduce.methods of every child).
+        data_root: the folder holding the datasets, on the workers; empty: $STEGO_DATA_ROOT.
+        overrides: dotted config keys -> values applied to the base, as the CLI's --set,
+            e.g. {"train.steps": 500}.
+        config: advanced: a whole experiment config, the base instead of the preset.
         deployment: the pipeline deployment the children run as; empty to run them in this process.
         artifact_root: the shared artifact cache (path or fsspec URL); default $STEGO_HOME/artifacts.
         tracking: record the sweep and its children in MLflow (the table and plot on the sweep's run).
@@ -105,7 +114,8 @@ def dim_sweep(config: ExperimentConfig = ExperimentConfig(), dims: list[int] = D
         check_inputs: each child checks the config and every image/label before computing.
         timeout_minutes: give up waiting for the children after this long (they keep running).
     """
-    base = apply_overrides(config, {"reduce.methods": list(reductions)})
+    base = apply_overrides(form_config(preset, config, data_root=data_root, overrides=overrides),
+                           {"reduce.methods": list(reductions)})
     return run_sweep("dim_sweep", base, dim_points(dims, seeds), deployment=deployment or None,
                      artifact_root=artifact_root, tracking=tracking, tracking_uri=tracking_uri, experiment=experiment,
                      check_inputs=check_inputs, timeout_minutes=timeout_minutes, report=report)

@@ -6,7 +6,7 @@ import logging
 import shutil
 from dataclasses import asdict
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from prefect import flow
 
@@ -15,6 +15,7 @@ from stego_core.home import stego_home
 from stego_core.stages import split_info
 from stego_core.validation import excluded_files, preflight, write_bad_files
 from stego_core.data import dataset_subset, resolve_data_root
+from flows.run_form import DEFAULT_PRESET, BackboneName, PresetName, form_config
 from flows.runner import StageRunner
 from flows.shards import embed_split
 from tasks.stages import (
@@ -28,6 +29,7 @@ from tasks.stages import (
 )
 from tasks.figures import run_figures
 from tasks.prefect_stage import run_logger
+from tasks.run_artifacts import publish_run
 from tasks.tracking import (
     NullTracker,
     RunTracker,
@@ -61,7 +63,10 @@ def resolve_config(config: ExperimentConfig) -> ExperimentConfig:
 
 
 @flow(name="stego_pipeline", log_prints=True, persist_result=True, result_serializer="json")
-def stego_pipeline(config: ExperimentConfig = ExperimentConfig(), artifact_root: Optional[str] = None,
+def stego_pipeline(preset: PresetName = DEFAULT_PRESET, backbone: Optional[BackboneName] = None,  # type: ignore[valid-type]
+                   data_root: Optional[str] = None, seed: Optional[int] = None,
+                   overrides: dict[str, Any] = {},  # noqa: B006 (Prefect reads it, never mutates)
+                   config: Optional[ExperimentConfig] = None, artifact_root: Optional[str] = None,
                    output: Optional[str] = None, check_inputs: bool = True, tracking: bool = True,
                    tracking_uri: Optional[str] = None, experiment: Optional[str] = None,
                    parent_run_id: Optional[str] = None, tracking_fallback: bool = False,
@@ -71,8 +76,20 @@ def stego_pipeline(config: ExperimentConfig = ExperimentConfig(), artifact_root:
     The result (metrics, artifact keys, cache hits, stage usage) is persisted as JSON in Prefect's
     result storage, so a sweep on another machine can read it.
 
+    On its flow-run page (Artifacts tab) the run shows a table of every method's accuracy and mIoU, a
+    summary (dataset, backbone, preset, stage times, cache hits, the MLflow run) and, with an MLflow
+    server, the overlay figure.
+
     Args:
-        config: the experiment: data, backbone, loss, training, readouts, CRF (see `stego presets`).
+        preset: the shipped preset the run starts from (`stego presets` lists them; the CLI's --preset).
+        backbone: the frozen backbone (`stego backbones`); empty: the preset's. Resolutions that are not
+            a multiple of its patch size are rounded down.
+        data_root: the folder holding the datasets, on the worker; empty: $STEGO_DATA_ROOT.
+        seed: the random seed; empty: the preset's.
+        overrides: dotted config keys -> values, applied last, as the CLI's --set,
+            e.g. {"train.steps": 500, "loss.b_self": 0.1, "crf.enabled": false}.
+        config: advanced: a whole experiment config (data, backbone, loss, training, readouts, CRF);
+            when given it is the base instead of the preset.
         artifact_root: the artifact cache: a path or an fsspec URL (s3://bucket/prefix) shared by
             the workers; default $STEGO_HOME/artifacts.
         output: also write metrics.json and the model files to this folder (on the worker).
@@ -89,7 +106,8 @@ def stego_pipeline(config: ExperimentConfig = ExperimentConfig(), artifact_root:
             its work pool, so every GPU worker takes shards; empty: the shards run here, one by one.
             Give the artifact_root every worker sees.
     """
-    cfg = resolve_config(config)
+    cfg = resolve_config(form_config(preset, config, backbone=backbone, data_root=data_root, seed=seed,
+                                     overrides=overrides))
     store = artifact_root or default_artifact_root()
     if cfg.data.subset == "full":
         run_logger().warning("%s on its full 2017 split (data.subset=full): the numbers are not comparable with the "
@@ -105,6 +123,7 @@ def stego_pipeline(config: ExperimentConfig = ExperimentConfig(), artifact_root:
         if listed:
             tracker.log_bad_files([asdict(b) for b in bad])
         result = run_stages(cfg, store, output, tracker, shard_deployment=shard_deployment)
+    publish_run(result)  # the flow-run page: metrics table, summary, overlay figure (never fails the run)
     return result
 
 

@@ -21,23 +21,23 @@ import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional
+from typing import Any, Optional
 
 from prefect import flow
 
 from flows.pipeline import stego_pipeline
-from stego_core.backbones import BACKBONES
+from flows.run_form import DEFAULT_PRESET, BackboneName, PresetName, backbone_point, form_config
 from stego_core.config import ExperimentConfig
 from stego_core.home import stego_home
 from stego_core.presets import ConfigError, apply_overrides
 from stego_core.validation import check_config
+from tasks.run_artifacts import publish_sweep
 from tasks.tracking import NullTracker, RunTracker, resolve_tracking_uri
 
 logger = logging.getLogger(__name__)
 
 PIPELINE_DEPLOYMENT = "stego_pipeline/stego-pipeline"
 SWEEP_BACKBONES = ["dino_vits8", "dino_vitb8", "mocov2_r50", "resnet50"]
-BackboneName = Literal[tuple(sorted(BACKBONES))]  # the UI shows a multi-select of registered names
 POLL_SECONDS = 5.0
 
 
@@ -106,6 +106,7 @@ def run_sweep(kind: str, base: ExperimentConfig, points: Sequence[Mapping[str, A
         summary = {"sweep": kind, "mlflow_run_id": tracker.run_id, "tracking_uri": uri,
                    "children": [{"label": c.label, "overrides": c.overrides, **c.outcome} for c in children]}
         tracker.log_sweep(summary)
+        publish_sweep(summary, exp)  # one table of all children on the sweep's flow-run page
         if report is not None:
             report(tracker, summary)
         failed = [c for c in children if c.outcome.get("state") != "Completed"]
@@ -172,32 +173,25 @@ def finished_outcome(run: Any) -> dict[str, Any]:
                 "result storage: `stego deploy --result-storage URL`"}
 
 
-def backbone_point(base: ExperimentConfig, backbone: str) -> dict[str, Any]:
-    """``{"embed.backbone": backbone}``, plus the resolutions rounded down to the backbone's patch
-    size where the base's are not multiples of it (322 for a /14 model is 320 for a /8 one)."""
-    point: dict[str, Any] = {"embed.backbone": backbone}
-    if backbone not in BACKBONES:
-        return point  # sweep_children reports the unknown name
-    patch = BACKBONES[backbone].patch_size
-    for field_name in ("train_resolution", "eval_resolution"):
-        value = getattr(base.embed, field_name)
-        if value % patch:
-            point[f"embed.{field_name}"] = max(patch, value - value % patch)
-    return point
-
-
 @flow(name="backbone_sweep", log_prints=True)
-def backbone_sweep(config: ExperimentConfig = ExperimentConfig(),
+def backbone_sweep(preset: PresetName = DEFAULT_PRESET,  # type: ignore[valid-type]
                    backbones: list[BackboneName] = SWEEP_BACKBONES,  # type: ignore[valid-type]
+                   data_root: Optional[str] = None,
+                   overrides: dict[str, Any] = {},  # noqa: B006 (Prefect reads it, never mutates)
+                   config: Optional[ExperimentConfig] = None,
                    deployment: Optional[str] = PIPELINE_DEPLOYMENT, artifact_root: Optional[str] = None,
                    tracking: bool = True, tracking_uri: Optional[str] = None, experiment: Optional[str] = None,
                    check_inputs: bool = True, timeout_minutes: Optional[float] = None) -> dict:
     """The same experiment once per backbone, each child a pipeline run of its own.
 
     Args:
-        config: the experiment every child starts from; each child sets `embed.backbone`.
+        preset: the shipped preset every child starts from (`stego presets`; the CLI's --preset).
         backbones: registered backbone names (see `stego backbones`), one child each; resolutions
             that are not a multiple of a backbone's patch size are rounded down for that child.
+        data_root: the folder holding the datasets, on the workers; empty: $STEGO_DATA_ROOT.
+        overrides: dotted config keys -> values applied to the base, as the CLI's --set,
+            e.g. {"train.steps": 500}.
+        config: advanced: a whole experiment config, the base instead of the preset.
         deployment: the pipeline deployment the children run as (one flow run each, on its work pool);
             empty to run them in this process, one after another.
         artifact_root: the shared artifact cache: a path or an fsspec URL (s3://bucket/prefix);
@@ -208,26 +202,34 @@ def backbone_sweep(config: ExperimentConfig = ExperimentConfig(),
         check_inputs: each child checks the config and every image/label before computing.
         timeout_minutes: give up waiting for the children after this long (they keep running).
     """
-    return run_sweep("backbone_sweep", config, [backbone_point(config, b) for b in backbones], deployment=deployment or None,
+    base = form_config(preset, config, data_root=data_root, overrides=overrides)
+    return run_sweep("backbone_sweep", base, [backbone_point(base, b) for b in backbones], deployment=deployment or None,
                      artifact_root=artifact_root, tracking=tracking, tracking_uri=tracking_uri, experiment=experiment,
                      check_inputs=check_inputs, timeout_minutes=timeout_minutes)
 
 
 @flow(name="param_sweep", log_prints=True)
-def param_sweep(config: ExperimentConfig = ExperimentConfig(),
+def param_sweep(preset: PresetName = DEFAULT_PRESET,  # type: ignore[valid-type]
                 grid: dict[str, list[Any]] = {"loss.q_rand": [0.7, 0.8, 0.9]},  # noqa: B006 (Prefect reads it, never mutates)
                 points: list[dict[str, Any]] = [],  # noqa: B006
+                data_root: Optional[str] = None,
+                overrides: dict[str, Any] = {},  # noqa: B006
+                config: Optional[ExperimentConfig] = None,
                 deployment: Optional[str] = PIPELINE_DEPLOYMENT, artifact_root: Optional[str] = None,
                 tracking: bool = True, tracking_uri: Optional[str] = None, experiment: Optional[str] = None,
                 check_inputs: bool = True, timeout_minutes: Optional[float] = None) -> dict:
     """A grid and/or a list of points over any config fields, one child pipeline run each.
 
     Args:
-        config: the experiment every child starts from.
+        preset: the shipped preset every child starts from (`stego presets`; the CLI's --preset).
         grid: dotted config field -> list of values; every combination is one child,
             e.g. {"loss.b_self": [0.05, 0.1], "loss.b_rand": [0.5, 0.7]} (4 children).
         points: extra children, each a mapping of dotted config field -> value,
             e.g. [{"loss.shift_mode": "fixed", "loss.b_self": 0.18}].
+        data_root: the folder holding the datasets, on the workers; empty: $STEGO_DATA_ROOT.
+        overrides: dotted config keys -> values applied to the base, as the CLI's --set,
+            e.g. {"train.steps": 500}.
+        config: advanced: a whole experiment config, the base instead of the preset.
         deployment: the pipeline deployment the children run as; empty to run them in this process.
         artifact_root: the shared artifact cache (path or fsspec URL); default $STEGO_HOME/artifacts.
         tracking: record the sweep and its children in MLflow.
@@ -237,6 +239,7 @@ def param_sweep(config: ExperimentConfig = ExperimentConfig(),
         timeout_minutes: give up waiting for the children after this long (they keep running).
     """
     all_points = (grid_points(grid) if grid else []) + list(points)
-    return run_sweep("param_sweep", config, all_points, deployment=deployment or None, artifact_root=artifact_root,
+    base = form_config(preset, config, data_root=data_root, overrides=overrides)
+    return run_sweep("param_sweep", base, all_points, deployment=deployment or None, artifact_root=artifact_root,
                      tracking=tracking, tracking_uri=tracking_uri, experiment=experiment, check_inputs=check_inputs,
                      timeout_minutes=timeout_minutes)

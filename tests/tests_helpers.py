@@ -24,6 +24,40 @@ TINY = [
 ]
 
 
+
+
+def tiny_overrides(*extra: str) -> dict:
+    """``TINY`` (+ ``extra``) as the run form's ``overrides``: dotted key -> value (values read as YAML, as ``--set``)."""
+    import yaml
+
+    return {key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in (*TINY, *extra))}
+
+
+def flow_run_artifacts(flow_run_id) -> dict:
+    """``{key: artifact}`` of the keyed Prefect artifacts a flow run created (read from the configured server;
+    Prefect's own result records, which have no key, left out)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+    return {a.key: a for a in found if a.key}
+
+
+def wait_final(client, run, cluster, timeout_s: float = 300):
+    """``run`` (a flow run or its id) read back from the server once final; the cluster's logs when it is not."""
+    import time
+
+    run_id = getattr(run, "id", run)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        run = client.read_flow_run(run_id)
+        if run.state is not None and run.state.is_final():
+            return run
+        time.sleep(2)
+    raise AssertionError(f"flow run {run_id} not final after {timeout_s} s\n{cluster.logs_tail()}")
+
+
 SYNTHETIC_CLASSES = 3
 
 

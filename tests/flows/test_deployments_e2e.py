@@ -4,55 +4,22 @@ triggered through the API the way the UI's Run button does (tiny CamVid subset, 
 """
 from __future__ import annotations
 
-import os
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from flows.deploy import LocalCluster
 from stego_core.presets import build_config
-from tests_helpers import TINY
+from tests_helpers import TINY, wait_final
 
 pytestmark = pytest.mark.slow
 
 BACKBONES = ["dino_vits8", "resnet50"]
-SWEEP_TIMEOUT_S = 900
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory, camvid_root: Path) -> Iterator[LocalCluster]:
-    """Server + `stego deploy` + a cpu worker (sweep parents) + a gpu-pool worker (children, limit 1)."""
-    base = tmp_path_factory.mktemp("cluster")
-    env = {**os.environ, "PREFECT_LOGGING_TO_API_BATCH_INTERVAL": "1", "STEGO_HOME": str(base / "stego"),
-           "STEGO_DATA_ROOT": str(camvid_root), "MLFLOW_TRACKING_URI": f"sqlite:///{base / 'mlflow.db'}"}
-    with LocalCluster(base, env, workers={"cpu": 2, "gpu": 1}, result_storage=str(base / "results")) as running:
-        yield running
-
-
-@pytest.fixture
-def client(cluster: LocalCluster):
-    from prefect.client.orchestration import get_client
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    with temporary_settings(updates={PREFECT_API_URL: cluster.url}), get_client(sync_client=True) as c:
-        yield c
 
 
 def tiny_config():
     return build_config(overrides=TINY + ["embed.pretrained=false", "embed.backbone=dino_vits8",
                                           "embed.eval_resolution=160", "name=sweep-e2e"])
-
-
-def wait_final(client, run, cluster: LocalCluster, timeout_s: float = SWEEP_TIMEOUT_S):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        run = client.read_flow_run(run.id)
-        if run.state is not None and run.state.is_final():
-            return run
-        time.sleep(2)
-    raise AssertionError(f"flow run not final after {timeout_s} s\n{cluster.logs_tail()}")
 
 
 def run_sweep_via_api(client, cluster: LocalCluster) -> object:
@@ -61,7 +28,7 @@ def run_sweep_via_api(client, cluster: LocalCluster) -> object:
     run = client.create_flow_run_from_deployment(deployment.id, parameters={
         "config": tiny_config().model_dump(mode="json"), "backbones": BACKBONES,
         "tracking_uri": cluster.env["MLFLOW_TRACKING_URI"]})
-    return wait_final(client, run, cluster)
+    return wait_final(client, run, cluster, timeout_s=900)
 
 
 def children_of(client, parent_id) -> list:
@@ -82,7 +49,8 @@ def test_deploy_registers_every_deployment_with_its_pool(cluster: LocalCluster, 
 
 def test_parameter_schema_is_the_config_model_with_defaults_and_bounds(client) -> None:
     schema = client.read_deployment_by_name("stego_pipeline/stego-pipeline").parameter_openapi_schema
-    assert schema["properties"]["config"]["$ref"] == "#/definitions/ExperimentConfig"
+    assert schema["properties"]["preset"]["default"] == "camvid-dinov2s14" and "camvid-quick" in schema["properties"]["preset"]["enum"]
+    assert schema["properties"]["config"]["anyOf"][0]["$ref"] == "#/definitions/ExperimentConfig"
     train = schema["definitions"]["TrainConfig"]["properties"]
     assert train["lr"]["default"] == 5e-4 and train["lr"]["exclusiveMinimum"] == 0.0
     assert train["dim"]["minimum"] == 1 and train["dim"]["maximum"] == 4096
@@ -143,7 +111,7 @@ def test_eight_children_queue_on_one_worker_and_all_complete_one_at_a_time(clust
     run = client.create_flow_run_from_deployment(deployment.id, parameters={
         "config": tiny_config().model_dump(mode="json"), "grid": {"crf.iterations": list(range(1, 9))},
         "tracking": False})
-    parent = wait_final(client, run, cluster)
+    parent = wait_final(client, run, cluster, timeout_s=900)
     wall = time.monotonic() - started
     assert parent.state.is_completed(), f"{parent.state.message}\n{cluster.logs_tail()}"
     children = sorted(children_of(client, parent.id), key=lambda r: r.start_time)

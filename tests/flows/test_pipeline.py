@@ -10,7 +10,7 @@ import pytest
 
 from flows.pipeline import METHODS, REDUCTION_METHODS, stego_pipeline
 from stego_core.presets import build_config
-from tests_helpers import TINY
+from tests_helpers import TINY, flow_run_artifacts, tiny_overrides
 
 pytestmark = pytest.mark.slow
 
@@ -21,10 +21,32 @@ def tiny_config(camvid_root, *extra):
 
 
 @pytest.fixture(scope="module")
-def first_run(prefect_harness, camvid_root, tmp_path_factory):
+def first_run_state(prefect_harness, camvid_root, tmp_path_factory):
+    """The run form's way in (a preset, the data root, overrides), as the Prefect UI's Run page sends it."""
     art, out = tmp_path_factory.mktemp("artifacts"), tmp_path_factory.mktemp("run")
-    result = stego_pipeline(config=tiny_config(camvid_root), artifact_root=str(art), output=str(out))
-    return result, art, out
+    state = stego_pipeline(preset="camvid-quick", data_root=str(camvid_root), overrides=tiny_overrides(),
+                           artifact_root=str(art), output=str(out), return_state=True)
+    return state, art, out
+
+
+@pytest.fixture(scope="module")
+def first_run(first_run_state):
+    state, art, out = first_run_state
+    return state.result(), art, out
+
+
+def test_the_form_parameters_give_the_cli_config_and_the_run_page_shows_the_scores(first_run_state, camvid_root):
+    from flows.pipeline import resolve_config
+
+    state, _, _ = first_run_state
+    result = state.result()
+    assert result["config"] == resolve_config(tiny_config(camvid_root)).model_dump(mode="json")
+    found = flow_run_artifacts(state.state_details.flow_run_id)
+    assert set(found) == {"camvid-quick-metrics", "camvid-quick-summary"}  # no image: the local store has no URL
+    table = json.loads(found["camvid-quick-metrics"].data)
+    assert {r["method"]: r["mIoU (%)"] for r in table} == {m: round(100 * v["mIoU"], 2) for m, v in result["metrics"].items()}
+    summary = found["camvid-quick-summary"].data
+    assert "preset: `camvid-quick`" in summary and result["mlflow_run_id"] in summary and "| knn |" in summary
 
 
 def test_writes_all_methods_with_real_metrics(first_run):

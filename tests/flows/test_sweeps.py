@@ -2,14 +2,16 @@
 MLflow and share the stages they have in common through a remote (fsspec) artifact root."""
 from __future__ import annotations
 
+import json
 import uuid
 
 import pytest
 
-from flows.sweeps import backbone_point, grid_points, param_sweep, sweep_children
+from flows.run_form import backbone_point
+from flows.sweeps import grid_points, param_sweep, sweep_children
 from stego_core.config import ExperimentConfig
 from stego_core.presets import ConfigError, build_config
-from tests_helpers import TINY
+from tests_helpers import TINY, flow_run_artifacts, tiny_overrides
 
 
 def test_grid_points_are_every_combination_in_key_order() -> None:
@@ -65,9 +67,16 @@ def test_local_param_sweep_nests_children_and_shares_stages_through_a_remote_sto
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("STEGO_HOME", str(tmp_path / "machine-a"))
     base = build_config("camvid-quick", overrides=[f"data.data_root={camvid_root}", *TINY, "name=sweep-local"])
-    summary = param_sweep(config=base, grid={"train.steps": [6, 12]}, deployment=None, artifact_root=root, tracking_uri=uri)
+    state = param_sweep(preset="camvid-quick", data_root=str(camvid_root), overrides=tiny_overrides("name=sweep-local"),
+                        grid={"train.steps": [6, 12]}, deployment=None, artifact_root=root, tracking_uri=uri,
+                        return_state=True)  # the run form's way in; below, `config=` (the CLI's)
+    summary = state.result()
 
     first, second = summary["children"]
+    # The sweep's flow-run page: one table, a row per child with every method's scores.
+    table = json.loads(flow_run_artifacts(state.state_details.flow_run_id)["sweep-local-param-sweep"].data)
+    assert [row["child"] for row in table] == ["train.steps=6", "train.steps=12"]
+    assert table[1]["stego_cluster mIoU (%)"] == round(100 * second["metrics"]["stego_cluster"]["mIoU"], 2)
     assert [first["state"], second["state"]] == ["Completed", "Completed"]
     assert not first["cached"]["embed_train"] and not first["cached"]["head"]
     # The second child differs only in the head's schedule: everything upstream of the head is reused.
