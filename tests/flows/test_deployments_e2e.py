@@ -103,6 +103,7 @@ def test_backbone_sweep_runs_children_on_the_gpu_worker_nested_in_prefect_and_ml
     assert {c["label"]: c["metrics"] for c in second["children"]} == firsts
 
 
+@pytest.mark.load  # 4-5 min; the queue's behaviour is also what tests/flows/test_sweep_load.py (16 children) checks
 def test_eight_children_queue_on_one_worker_and_all_complete_one_at_a_time(cluster: LocalCluster, client) -> None:
     """Load: 8 children on the gpu pool's single worker (limit 1). They differ only in the CRF, so
     every stage above the CRF predictions is a cache hit and the run measures the queue itself."""
