@@ -244,14 +244,15 @@ def robustness_section(r: dict | None) -> str:
         return missing("the two-dataset robustness protocol", "python bench/robustness.py")
     splits = [f"{d}/{s}" for d, spec in r["datasets"].items() for s in spec["splits"]]
     out = [f"Every run: {', '.join(f'`{o}`' for o in r['common'])}. Cluster mIoU in % (mean ± std over seeds), then its"
-           " ratio to raw k-means and to PCA-70 k-means of the same run (mean of the per-seed ratios, and the worst seed's).", "",
+           " ratio to raw k-means and to PCA-70 k-means of the same run (mean of the per-seed ratios, and the worst seed's);"
+           " in brackets after the mIoU, how many seeds ran.", "",
            "| row | " + " | ".join(f"{s} mIoU | vs raw (worst) | vs PCA" for s in splits) + " |",
            "|---|" + "---|---|---|" * len(splits)]
     for name, row in r["table"].items():
         cells = []
         for s in splits:
             sc = row["scores"].get(s)
-            cells += ([pm(sc["mIoU"]), f"{sc['vs_raw']['mean']:.2f}x ({min(sc['vs_raw']['values']):.2f}x)",
+            cells += ([f"{pm(sc['mIoU'])} ({len(sc['seeds'])})", f"{sc['vs_raw']['mean']:.2f}x ({min(sc['vs_raw']['values']):.2f}x)",
                        f"{sc['vs_pca']['mean']:.2f}x"] if sc else ["-", "-", "-"])
         out.append(f"| `{name}`: {row['description']} | " + " | ".join(cells) + " |")
     out += ["", "Selection on one dataset, report on the other (the row with the best mean ratio to raw k-means on the"
