@@ -399,7 +399,17 @@ def malformed_model_uri(tmp, data):
 def folder_that_is_no_run(tmp, data):
     run = tmp / data.draw(NAME)
     run.mkdir()
-    return Case(["predict", "--run", str(run), "--images", str(tmp), "--out", str(tmp / "o")], [str(run)])
+    images = tmp / "images"  # a usable folder of images: the run is what is wrong
+    images.mkdir()
+    Image.new("RGB", (8, 8)).save(images / "a.png")
+    return Case(["predict", "--run", str(run), "--images", str(images), "--out", str(tmp / "o")], [str(run)])
+
+
+# ----------------------------------------------------------------------------- stego register
+@kind("register")
+def reference_that_is_no_run_id(tmp, data):
+    ref = data.draw(st.one_of(NAME, NAME.map(lambda n: str(tmp / n))))
+    return Case(["register", ref, "--name", "m"], [repr(ref)])
 
 
 # ----------------------------------------------------------------------------- stego sweep
