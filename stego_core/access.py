@@ -113,7 +113,8 @@ class MappedRows:
     """``fn(source[rows])`` computed on demand, ``batch`` source rows at a time.
 
     ``fn`` maps a block of source rows ``(B, ...)`` to ``(B, *row_shape)`` of ``dtype``; it must treat
-    rows independently (a 1x1-conv head, a backbone in eval mode), so any batching gives the same rows.
+    rows independently (a 1x1-conv head, a backbone in eval mode), so any batching gives the same rows (up to
+    floating-point kernels that some CPUs pick by batch size).
     Such a table is never copied whole by :class:`BatchTable` (``on_demand``): reading it is the work.
     """
 
