@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 import time
 from pathlib import Path
@@ -24,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from protocol import ROOT, machine  # noqa: E402
+from protocol import ROOT, machine, parse_run_args  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "dim_sweep.json"
 FIGURE = ROOT / "docs" / "dim_sweep_{split}.png"
@@ -35,12 +34,8 @@ COMMON = ["crf.enabled=false"]
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dims", type=int, nargs="+", default=[3, 9, 27, 70, 128])
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--splits", nargs="+", default=["val", "test"], choices=["val", "test"])
-    ap.add_argument("--artifact-root", default=None, help="default: $STEGO_HOME/artifacts")
-    ap.add_argument("--json", type=Path, default=RESULTS)
-    args = ap.parse_args()
-    logging.basicConfig(level=logging.WARNING)
+    args, root, previous = parse_run_args(ap, RESULTS)
 
     from flows.dim_sweep import PANELS, dim_sweep, dimension_table, markdown_table
     from stego_core.presets import build_config
@@ -48,7 +43,6 @@ def main() -> None:
 
     command = "python bench/dim_sweep.py " + " ".join(sys.argv[1:])
     # A rerun keeps the (split, seed) sweeps already in the JSON and runs the others.
-    previous = json.loads(args.json.read_text()) if args.json.exists() else {}
     children: dict[str, list[dict]] = {s: previous.get("children", {}).get(s, []) for s in args.splits}
     out = {"what": __doc__.splitlines()[0], "command": command.strip(), "preset": PRESET, "overrides": COMMON,
            "dims": args.dims, "seeds": previous.get("seeds", []), "machine": machine(),
@@ -60,7 +54,7 @@ def main() -> None:
             t0 = time.perf_counter()
             cfg = build_config(PRESET, overrides=COMMON + [f"data.eval_split={split}"])
             summary = dim_sweep.fn(config=cfg, dims=args.dims, seeds=[seed], deployment=None,
-                                   artifact_root=args.artifact_root, tracking=False, check_inputs=False)
+                                   artifact_root=root, tracking=False, check_inputs=False)
             children[split].extend(summary["children"])
             out["wall_s"][f"{split}/seed{seed}"] = round(time.perf_counter() - t0, 1)
             rows = dimension_table({"children": children[split]})

@@ -164,7 +164,8 @@ def main() -> None:
                         runs[:] = [r for r in theirs if run_id(r) not in {run_id(x) for x in runs}] + runs
                     print(f"{run_id(run)}: " + ", ".join(f"{m} {100 * v['mIoU']:.1f}" for m, v in run["metrics"].items())
                           + f"; agreement {result['cluster_code']['agreement']} ({run['wall_s']:.0f} s)", flush=True)
-                    out.update(table=summarize(runs), selection=selection(summarize(runs)),
+                    table = summarize(runs)
+                    out.update(table=table, selection=selection(table),
                                agreement=agreement_study(runs), machine=machine())
                     args.json.parent.mkdir(parents=True, exist_ok=True)
                     args.json.write_text(json.dumps(out, indent=1))
