@@ -31,7 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from protocol import ROOT, machine, mean_std, run_pipeline, scores  # noqa: E402
+from protocol import ROOT, machine, mean_std, run_main, run_pipeline, scores  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "ablation.json"
 PRESET = "camvid-dinov2s14"
@@ -149,4 +149,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from protocol import ROOT, machine, parse_run_args  # noqa: E402
+from protocol import ROOT, machine, parse_run_args, run_main  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "dim_sweep.json"
 FIGURE = ROOT / "docs" / "dim_sweep_{split}.png"
@@ -67,4 +67,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import platform
 import statistics
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,9 +22,29 @@ def parse_run_args(ap, results: Path):
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     from flows.pipeline import default_artifact_root
+    from stego_core.data.registry import resolve_data_root
+
+    resolve_data_root(None)  # no data root: say so before a Prefect server starts
 
     previous = json.loads(args.json.read_text()) if args.json.exists() else {}
     return args, args.artifact_root or default_artifact_root(), previous
+
+
+def run_main(main) -> None:
+    """Run a quality script's ``main`` as ``stego`` runs a command (:mod:`flows.errors`): an expected failure
+    (no data root, a bad override, a missing folder) is one ``error:`` line and exit 2, a bug one line and the
+    path of a log with its traceback (exit 1); ``STEGO_DEBUG=1`` prints the traceback. Finished stages stay
+    in the artifact cache and the JSON keeps the runs written so far, so a rerun goes on from there."""
+    import prefect  # noqa: F401 - its console handlers exist from here on, to be diverted
+    from flows.errors import DEBUG_ENV, divert_logged_tracebacks, report
+
+    divert_logged_tracebacks()
+    try:
+        main()
+    except Exception as exc:  # noqa: BLE001 - every failure goes through the one error path
+        status, line = report(exc, debug=bool(os.environ.get(DEBUG_ENV)))
+        print(line, file=sys.stderr)
+        raise SystemExit(status) from None
 
 
 def run_pipeline(cfg, root: str) -> dict:

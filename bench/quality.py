@@ -33,7 +33,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from protocol import ROOT, machine, mean_std, run_pipeline as run, scores  # noqa: E402
+from protocol import ROOT, machine, mean_std, run_main, run_pipeline as run, scores  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "quality.json"
 PRESET = "camvid-dinov2s14"
@@ -185,4 +185,4 @@ def write(out: dict, **parts) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

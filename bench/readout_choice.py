@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ablation import config  # noqa: E402
-from protocol import ROOT, machine, run_pipeline  # noqa: E402
+from protocol import ROOT, machine, run_main, run_pipeline  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "readout_choice.json"
 
@@ -102,4 +102,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

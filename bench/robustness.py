@@ -28,7 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from protocol import ROOT, machine, mean_std, parse_run_args, run_pipeline, scores  # noqa: E402
+from protocol import ROOT, machine, mean_std, parse_run_args, run_main, run_pipeline, scores  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "robustness.json"
 # Where each dataset is scored: (split, role) - a selection split chooses, a report split is reported.
@@ -172,4 +172,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

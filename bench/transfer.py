@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from protocol import ROOT, machine, mean_std, parse_run_args, run_pipeline, scores  # noqa: E402
+from protocol import ROOT, machine, mean_std, parse_run_args, run_main, run_pipeline, scores  # noqa: E402
 from robustness import DATASETS, config  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "transfer.json"
@@ -57,4 +57,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)
