@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Optional
@@ -30,6 +29,7 @@ from tasks.stages import (
 from tasks.figures import run_figures
 from tasks.prefect_stage import run_logger
 from tasks.run_artifacts import publish_run
+from tasks.run_folder import write_model_folder, write_run_info
 from tasks.tracking import (
     NullTracker,
     RunTracker,
@@ -235,7 +235,8 @@ def run_stages(cfg: ExperimentConfig, store: str, output: str | None, tracker: R
     linear = readouts.get("stego_linear")
     files = model_files(Path(head["path"]), Path(readouts[chosen][1]["path"]), Path(linear[1]["path"]) if linear else None)
     if output:
-        write_run_folder(Path(output), result, files)
+        write_model_folder(Path(output), result, files)
+        write_run_info(Path(output), result)
     # 8. The record in MLflow: metrics, checkpoints, figures.
     if tracker.run_id:
         history = json.loads((Path(head["path"]) / "history.json").read_text())
@@ -277,15 +278,3 @@ def model_files(head_dir: Path, cluster_dir: Path, linear_dir: Path | None) -> l
     return files + ([linear_dir / "linear.safetensors", linear_dir / "linear.json"] if linear_dir else [])
 
 
-def write_run_folder(out: Path, result: dict, files: list[Path]) -> None:
-    """``OUTPUT/metrics.json`` plus the model files ``stego predict --run OUTPUT`` needs."""
-    model = out / "model"
-    model.mkdir(parents=True, exist_ok=True)
-    for src in files:
-        shutil.copy2(src, model / src.name)
-    record = {"metrics": result["metrics"], "config": result["config"], "cluster_code": result["cluster_code"]}
-    subset = result["config"]["data"].get("subset")
-    if subset is not None:  # which images the numbers are about: the paper's curated split, or not
-        record["data_subset"] = subset
-    (out / "metrics.json").write_text(json.dumps(record, indent=1))
-    (out / "run.json").write_text(json.dumps({k: result.get(k) for k in ("artifacts", "cached", "usage", "shards")}, indent=1))

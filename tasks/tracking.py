@@ -324,21 +324,15 @@ class RunTracker:
                    figures: Mapping[str, Any] | None = None) -> None:
         """Final metrics, usage, artifact-key tags and the artifacts (run folder layout + figures)."""
         from tasks.figures import save_png
+        from tasks.run_folder import write_model_folder, write_run_info
 
         self.log_batch(result_metrics(result, int(time.time() * 1000)),
                        tags={**{f"artifact.{name}": key for name, key in result["artifacts"].items()},
                              **({"cluster_code": result["cluster_code"]["chosen"]} if result.get("cluster_code") else {})})
         with tempfile.TemporaryDirectory(prefix="stego-mlflow-") as tmp:
             folder, extra = Path(tmp) / "run", Path(tmp) / "extra"  # the run folder (also the model's), the rest
-            (folder / "model").mkdir(parents=True)
-            for src in model_files:
-                shutil.copy2(src, folder / "model" / Path(src).name)
-            (folder / "model" / "config.json").write_text(json.dumps(result["config"], indent=1))
-            record = {"metrics": result["metrics"], "config": result["config"],
-                      **({"cluster_code": result["cluster_code"]} if "cluster_code" in result else {})}
-            (folder / "metrics.json").write_text(json.dumps(record, indent=1))
-            extra.mkdir()
-            (extra / "run.json").write_text(json.dumps({k: result.get(k) for k in ("artifacts", "cached", "usage")}, indent=1))
+            write_model_folder(folder, result, model_files)
+            write_run_info(extra, result)
             for name, fig in (figures or {}).items():
                 save_png(fig, extra / "figures" / f"{name}.png")
             for part in (folder, extra):
