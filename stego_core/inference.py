@@ -49,7 +49,7 @@ from stego_core.crf import CrfParams, dense_crf
 from stego_core.data import DataError, Sample, image_to_tensor, list_samples, load_image, resize_center_crop_geometry
 from stego_core.features import embed_batch
 from stego_core.head import SegmentationHead
-from stego_core.predict import Readout, cluster_readout
+from stego_core.predict import Readout, ClusterReadout
 from stego_core.stages import crf_params, load_head
 from stego_core.training import resolve_device
 
@@ -141,7 +141,7 @@ class Segmenter:
         else:  # no names: one colour per id that classes() (or clusters()) can give
             colours = palette(max([len(centroids), *[a + 1 for a in assignment or []]]))
         raw = (record.get("cluster_code") or {}).get("chosen") == "raw"
-        return cls(backbone=backbone, head=None if raw else load_head(model, dev), readout=cluster_readout(centroids, cfg.cluster.temperature),
+        return cls(backbone=backbone, head=None if raw else load_head(model, dev), readout=ClusterReadout(centroids, cfg.cluster.temperature),
                    num_clusters=len(centroids), flip_tta=cfg.embed.flip_tta, resolution=cfg.embed.eval_resolution,
                    crf=crf_params(cfg.crf) if use_crf else None, assignment=assignment, class_names=names,
                    colours=colours, device=dev, run_dir=Path(run_dir))

@@ -7,11 +7,17 @@ Per image: the code (or raw features) of the image and of its flipped-back mirro
 * linear readout: ``softmax`` of the linear probe's logits.
 
 Optionally the probabilities are refined with a dense CRF against the RGB image, then ``argmax``.
+
+Without a CRF only the ``argmax`` is kept, and it is found at low resolution first (:meth:`Readout.labels`):
+bilinear upsampling is linear, so the cluster scores ``x . mu_k`` (and a linear probe's logits) can be
+computed on the ``(h, w)`` maps and then upsampled, ``K`` channels instead of ``D``; dividing by the
+pixel's norm and a softmax do not change which ``k`` is largest. Same labels up to float rounding at
+near-ties (measured on real runs in docs/RESULTS.md, "Predictions without upsampling the features").
 """
 from __future__ import annotations
 
 import logging
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -22,7 +28,6 @@ from stego_core.probes import LinearProbe
 
 logger = logging.getLogger(__name__)
 
-Readout = Callable[[torch.Tensor, tuple[int, int]], torch.Tensor]  # (B, D, h, w), size -> (B, K, H, W) probabilities
 
 
 @torch.no_grad()
@@ -46,24 +51,48 @@ def dense_maps(
         yield rows, maps.float()
 
 
-def cluster_readout(centroids: np.ndarray | torch.Tensor, temperature: float = 2.0) -> Readout:
-    mu = F.normalize(torch.as_tensor(np.asarray(centroids), dtype=torch.float32), dim=1)
+class Readout(Protocol):
+    """Maps ``(B, D, h, w)`` read out at ``size``: probabilities ``(B, K, H, W)`` (called), or their per-pixel
+    ``argmax`` ``(B, H, W)`` computed without upsampling ``D`` channels (:meth:`labels`)."""
 
-    def readout(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    num_outputs: int
+
+    def __call__(self, maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor: ...
+
+    def labels(self, maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor: ...
+
+
+class ClusterReadout:
+    """Nearest unit centroid by cosine: probabilities ``softmax(temperature * cos(x, mu_k))``."""
+
+    def __init__(self, centroids: np.ndarray | torch.Tensor, temperature: float = 2.0) -> None:
+        self.mu = F.normalize(torch.as_tensor(np.asarray(centroids), dtype=torch.float32), dim=1)
+        self.temperature, self.num_outputs = temperature, int(self.mu.shape[0])
+
+    def __call__(self, maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         x = F.normalize(F.interpolate(maps, size=size, mode="bilinear", align_corners=False), dim=1)
-        cos = torch.einsum("bdhw,kd->bkhw", x, mu.to(x.device))
-        return torch.softmax(temperature * cos, dim=1)
+        cos = torch.einsum("bdhw,kd->bkhw", x, self.mu.to(x.device))
+        return torch.softmax(self.temperature * cos, dim=1)
 
-    return readout
+    def labels(self, maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        scores = torch.einsum("bdhw,kd->bkhw", maps, self.mu.to(maps.device))  # x . mu_k, before upsampling
+        return F.interpolate(scores, size=size, mode="bilinear", align_corners=False).argmax(1)
 
 
-def linear_readout(probe: LinearProbe) -> Readout:
-    def readout(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        # A 1x1 conv commutes with bilinear upsampling: apply it at low resolution, then upsample.
-        logits = F.interpolate(probe(maps), size=size, mode="bilinear", align_corners=False)
-        return torch.softmax(logits, dim=1)
+class LinearReadout:
+    """A linear probe's ``softmax``; a 1x1 conv commutes with bilinear upsampling, so it is applied first."""
 
-    return readout
+    def __init__(self, probe: LinearProbe) -> None:
+        self.probe, self.num_outputs = probe, int(probe.conv.out_channels)
+
+    def logits(self, maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        return F.interpolate(self.probe(maps), size=size, mode="bilinear", align_corners=False)
+
+    def __call__(self, maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        return torch.softmax(self.logits(maps, size), dim=1)
+
+    def labels(self, maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        return self.logits(maps, size).argmax(1)
 
 
 def predict(
@@ -88,20 +117,19 @@ def predict(
     """
     if out is None:
         out = np.empty((len(features), *size), dtype=np.uint8)
-    # Upsampled maps are (B, D, H, W) float32: cap B so a batch stays under max_batch_bytes (raw 384-d
-    # features at 322 x 322 are 160 MB per image).
-    channels = getattr(head, "dim", None) or features.shape[1]  # a head's or a projection's code dimension
+    if readout.num_outputs > 255:
+        raise ValueError(f"at most 255 clusters/classes can be stored as uint8, got {readout.num_outputs}")
+    # What is upsampled is (B, C, H, W) float32: the D-channel maps for the CRF's probabilities (raw 384-d
+    # features at 322 x 322 are 160 MB per image), the K scores otherwise. Cap B to stay under max_batch_bytes.
+    channels = (getattr(head, "dim", None) or features.shape[1]) if crf is not None else readout.num_outputs
     batch = max(1, min(batch, int(max_batch_bytes // (4 * channels * size[0] * size[1]))))
     bar = tqdm(total=len(features), desc=desc, disable=not progress, leave=False)
     for rows, maps in dense_maps(features, features_flip, head, batch=batch, device=device):
-        probs = readout(maps, size)
-        if probs.shape[1] > 255:
-            raise ValueError(f"at most 255 clusters/classes can be stored as uint8, got {probs.shape[1]}")
         if crf is not None:
-            refined = crf(list(range(rows.start, rows.stop)), probs.cpu().numpy())
+            refined = crf(list(range(rows.start, rows.stop)), readout(maps, size).cpu().numpy())
             out[rows] = np.stack([p.argmax(0) for p in refined]).astype(np.uint8)
         else:
-            out[rows] = probs.argmax(1).cpu().numpy().astype(np.uint8)
+            out[rows] = readout.labels(maps, size).cpu().numpy().astype(np.uint8)
         bar.update(rows.stop - rows.start)
     bar.close()
     return out

@@ -53,7 +53,7 @@ from stego_core.kmeans import spherical_kmeans
 from stego_core.knn import knn_search, unit_descriptors
 from stego_core.losses import ConceptContrastiveLoss, ContrastiveCorrelationLoss
 from stego_core.metrics import ConfusionMatrix, scores_from_confusion
-from stego_core.predict import cluster_readout, linear_readout, predict
+from stego_core.predict import ClusterReadout, LinearReadout, predict
 from stego_core.probes import LinearProbe, train_cluster_probe, train_linear_probe
 from stego_core.reduction import PROJECTION_FILE, fit_pca, load_projection, random_projection, save_projection
 from stego_core.refine import refine_centroids
@@ -441,9 +441,9 @@ def predict_stage(cfg: ExperimentConfig, eval_embed_dir: Path, head_dir: Path | 
     device = resolve_device(cfg.device)
     head = load_code_map(head_dir, device) if head_dir is not None else None
     if (readout_dir / "centroids.npy").exists():
-        readout, kind = cluster_readout(np.load(readout_dir / "centroids.npy"), cfg.cluster.temperature), "cluster"
+        readout, kind = ClusterReadout(np.load(readout_dir / "centroids.npy"), cfg.cluster.temperature), "cluster"
     else:
-        readout, kind = linear_readout(load_linear(readout_dir).to(device)), "linear"
+        readout, kind = LinearReadout(load_linear(readout_dir).to(device)), "linear"
     size = int(data.labels.shape[-1])
     preds = open_memmap(out_dir / "predictions.npy", mode="w+", dtype=np.uint8, shape=(len(data.labels), size, size))
     with CrfPool(cfg.crf.processes if use_crf else 1) as pool:
