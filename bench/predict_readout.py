@@ -101,8 +101,10 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=200)
     from protocol import parse_run_args
 
-    args, root, _ = parse_run_args(ap, RESULTS)
-    rows = [row for dataset in args.datasets for row in measure(dataset, args.images, root)]
+    args, root, previous = parse_run_args(ap, RESULTS)
+    # A run on some datasets keeps the rows of the others.
+    rows = [row for row in previous.get("rows", []) if row["dataset"] not in args.datasets]
+    rows += [row for dataset in args.datasets for row in measure(dataset, args.images, root)]
     out = {"what": __doc__.splitlines()[0], "command": "python bench/predict_readout.py " + " ".join(sys.argv[1:]),
            "rows": rows, "machine": machine()}
     args.json.write_text(json.dumps(out, indent=1))

@@ -239,7 +239,7 @@ def dim_sweep_section(d: dict | None) -> str:
 
 def robustness_section(r: dict | None) -> str:
     """The two-dataset table (ratio to raw k-means and PCA per seed), both directions of selection, and how the
-    restart-agreement rule tracks mIoU."""
+    label-free signals (restart agreement, spatial coherence) track mIoU."""
     if not r or not r.get("table"):
         return missing("the two-dataset robustness protocol", "python bench/robustness.py")
     splits = [f"{d}/{s}" for d, spec in r["datasets"].items() for s in spec["splits"]]
@@ -262,16 +262,16 @@ def robustness_section(r: dict | None) -> str:
         out.append(f"- chosen on {sel['chosen_on']} ({sel['selection_vs_raw']:.2f}x there): `{sel['chosen']}`; on "
                    f"{sel['reported_on']}: {pm(rep['mIoU'])} mIoU, {rep['vs_raw']['mean']:.2f}x raw k-means "
                    f"(worst seed {min(rep['vs_raw']['values']):.2f}x), {rep['vs_pca']['mean']:.2f}x PCA")
-    a = r.get("agreement")
-    if a:
-        def f(x):
-            return "-" if x is None else f"{x:+.2f}"
-        out += ["", f"Restart agreement (mean pairwise NMI of the 10 k-means restarts, no labels) against mIoU, over "
-                f"{a['pairs']} (run, code) pairs: Spearman {f(a['spearman_pooled'])} pooled; by split "
+    def f(x):
+        return "-" if x is None else f"{x:+.2f}"
+
+    for a in r.get("signals", {}).values():
+        out += ["", f"{a['description'][0].upper() + a['description'][1:]}, no labels, against mIoU over {a['pairs']}"
+                f" (run, code) pairs: Spearman {f(a['spearman_pooled'])} pooled; by split "
                 + ", ".join(f"{k} {f(v)}" for k, v in a["spearman_by_split"].items())
-                + f". On the head-minus-raw differences the rule decides on: {f(a['spearman_difference'])} ("
+                + f". On the head-minus-raw differences its rule decides on: {f(a['spearman_difference'])} ("
                 + ", ".join(f"{k} {f(v)}" for k, v in a["spearman_difference_by_split"].items())
-                + f"); the rule picked the better code in {a['rule_picked_better']} runs."]
+                + f"); its rule picked the better code in {a['rule_picked_better']} runs."]
     return "\n".join(out) + "\n"
 
 
@@ -530,6 +530,20 @@ def machine_line(q: dict | None) -> str:
             " other jobs sometimes shared the cores (said where it matters). GPU numbers: the lent H100 (`bench/gpu_camvid.py`).")
 
 
+def predict_readout_section() -> str:
+    """The cluster readout's argmax at low resolution against the upsampled path, on real runs."""
+    r = load("predict_readout.json")
+    if r is None:
+        return missing("the prediction paths", "python bench/predict_readout.py")
+    lines = ["| dataset | readout | code channels | clusters | images | upsampled s | low-resolution s | speed-up "
+             "| pixels differing | mIoU upsampled | mIoU low-resolution |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for x in r["rows"]:
+        lines.append(f"| {x['dataset']} | {x['readout']} | {x['channels']} | {x['clusters']} | {x['images']} "
+                     f"| {x['upsampled_s']:.1f} | {x['low_resolution_s']:.1f} | **{x['speedup']:.0f}x** "
+                     f"| {x['pixels_differing']:.1e} | {pct(x['mIoU_upsampled'], 3)} | {pct(x['mIoU_low_resolution'], 3)} |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     q = load("quality.json")
     text = f"""# Results
@@ -587,6 +601,14 @@ regenerates this page). {machine_line(q)}
 ### GPU: arithmetic floor and head training
 
 {gpu_section()}
+### Predictions without upsampling the features
+
+`python bench/predict_readout.py`: the same predictions, one process, one thread, on the first images of
+each run's evaluation split. Each pixel's cluster is the argmax of scores computed on the patch grid and
+upsampled (K channels), instead of cosines of the upsampled, normalised D-channel maps; only float rounding
+at near-ties can tell them apart.
+
+{predict_readout_section()}
 ### KNN
 
 `python bench/knn.py`

@@ -7,12 +7,14 @@ test images), for each seed. Every run also scores, with no labels used to choos
 * ``raw_kmeans``: raw backbone tokens, the paper's readout (k-means best of 5 by objective): the reference;
 * ``pca_kmeans``: PCA of the raw tokens to the code dimension, the same k-means readout;
 * ``stego_cluster_head`` / ``stego_cluster_raw``: the recipe's readout on the head's code / on the raw tokens;
-* ``stego_cluster``: the one of those two whose k-means restarts agree most (``cluster.code=agreement``).
+* ``stego_cluster``: the one of those two whose k-means restarts agree most (``cluster.code=agreement``);
+* ``coherence_choice``: the one of those two whose predictions are spatially most coherent (what
+  ``cluster.code=coherence`` would keep; both signals are recorded by every run).
 
 The recipe is chosen on one dataset and reported on the other, in both directions: chosen on CamVid val
 (mean over seeds of cluster mIoU / raw k-means), reported on LabelMeFacade test; chosen on LabelMeFacade
-test, reported on CamVid test. The agreement signal's Spearman correlation with mIoU is computed over
-every (run, candidate) pair, and over the head-minus-raw differences that the rule decides on.
+test, reported on CamVid test. Each label-free signal's Spearman correlation with mIoU is computed over
+every (run, candidate) pair, and over the head-minus-raw differences that its rule decides on.
 
     python bench/robustness.py                                   # recipes dinov2 clusterbook, seeds 0 1 2
     python bench/robustness.py --recipes dinov2 --seeds 0 --datasets labelmefacade
@@ -51,8 +53,10 @@ ROWS = {
     ("dinov2", "stego_cluster_raw"): "raw tokens, the dinov2 readout (balanced restarts + refinement), no head",
     ("dinov2", "stego_cluster_head"): "the dinov2 head's code, the same readout",
     ("dinov2", "stego_cluster"): "dinov2, code chosen by restart agreement (head or raw tokens)",
+    ("dinov2", "coherence_choice"): "dinov2, code chosen by spatial coherence of the predictions (head or raw tokens)",
     ("clusterbook", "stego_cluster_head"): "the clusterbook head's code, the dinov2 readout",
     ("clusterbook", "stego_cluster"): "clusterbook, code chosen by restart agreement",
+    ("clusterbook", "coherence_choice"): "clusterbook, code chosen by spatial coherence",
 }
 
 
@@ -106,10 +110,20 @@ def selection(table: dict) -> list[dict]:
     return out
 
 
-def agreement_study(runs: list[dict]) -> dict:
-    """How restart agreement tracks mIoU: Spearman over every (run, candidate) pair, per dataset/split and
-    pooled; over the head-minus-raw differences (what the rule decides on); and how often the rule picked
-    the candidate with the higher mIoU."""
+SIGNALS = {"agreement": "restart agreement (mean pairwise NMI of the k-means restarts)",
+           "coherence": "spatial coherence of the predictions (neighbour-agreement kappa)"}
+
+
+def signal_choice(run: dict, signal: str) -> str | None:
+    """The candidate code ("head" or "raw") the signal's rule keeps in ``run`` (the head on a tie)."""
+    values = run.get("cluster_code", {}).get(signal) or {}
+    return max(values, key=lambda c: (values[c], c == "head")) if set(values) == {"head", "raw"} else None
+
+
+def signal_study(runs: list[dict], signal: str) -> dict:
+    """How a label-free signal tracks mIoU: Spearman over every (run, candidate) pair, per dataset/split and
+    pooled; over the head-minus-raw differences (what its rule decides on); and how often its rule picked the
+    candidate with the higher mIoU."""
     from scipy.stats import spearmanr
 
     def rho(xs, ys):
@@ -117,17 +131,17 @@ def agreement_study(runs: list[dict]) -> dict:
 
     points, diffs, right = [], [], []
     for r in runs:
-        a = r.get("cluster_code", {}).get("agreement") or {}
-        m = r["metrics"]
-        if set(a) != {"head", "raw"} or "stego_cluster_head" not in m:
+        a, m, pick = r.get("cluster_code", {}).get(signal) or {}, r["metrics"], signal_choice(r, signal)
+        if pick is None or "stego_cluster_head" not in m:
             continue
         where = f"{r['dataset']}/{r['split']}"
         mi = {c: m[f"stego_cluster_{c}"]["mIoU"] for c in ("head", "raw")}
         points += [(where, a[c], mi[c]) for c in ("head", "raw")]
         diffs.append((where, a["head"] - a["raw"], mi["head"] - mi["raw"]))
-        right.append(mi[r["cluster_code"]["chosen"]] >= max(mi.values()))
+        right.append(mi[pick] >= max(mi.values()))
     groups = sorted({w for w, _, _ in points})
     return {
+        "description": SIGNALS[signal],
         "pairs": len(points),
         "spearman_pooled": rho([p[1] for p in points], [p[2] for p in points]),
         "spearman_by_split": {g: rho([p[1] for p in points if p[0] == g], [p[2] for p in points if p[0] == g]) for g in groups},
@@ -158,15 +172,19 @@ def main() -> None:
                     result = run_pipeline(config(dataset, recipe, seed, split), root)
                     run.update(metrics=scores(result), cluster_code=result["cluster_code"],
                                wall_s=round(time.perf_counter() - t0, 1))
+                    if signal_choice(run, "coherence"):
+                        run["metrics"]["coherence_choice"] = run["metrics"][f"stego_cluster_{signal_choice(run, 'coherence')}"]
                     runs.append(run)
                     if args.json.exists():  # runs another process added meanwhile (one per recipe can run at once)
                         theirs = json.loads(args.json.read_text()).get("runs", [])
                         runs[:] = [r for r in theirs if run_id(r) not in {run_id(x) for x in runs}] + runs
                     print(f"{run_id(run)}: " + ", ".join(f"{m} {100 * v['mIoU']:.1f}" for m, v in run["metrics"].items())
-                          + f"; agreement {result['cluster_code']['agreement']} ({run['wall_s']:.0f} s)", flush=True)
+                          + "".join(f"; {s} {result['cluster_code'].get(s)}" for s in SIGNALS) + f" ({run['wall_s']:.0f} s)",
+                          flush=True)
                     table = summarize(runs)
+                    out.pop("agreement", None)  # written by an earlier version: now under "signals"
                     out.update(table=table, selection=selection(table),
-                               agreement=agreement_study(runs), machine=machine())
+                               signals={s: signal_study(runs, s) for s in SIGNALS}, machine=machine())
                     args.json.parent.mkdir(parents=True, exist_ok=True)
                     args.json.write_text(json.dumps(out, indent=1))
 

@@ -7,8 +7,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Optional
 
+import numpy as np
 from prefect import flow
 
+from stego_core.coherence import spatial_coherence
 from stego_core.config import ExperimentConfig
 from stego_core.home import stego_home
 from stego_core.stages import split_info
@@ -196,26 +198,29 @@ def run_stages(cfg: ExperimentConfig, store: str, output: str | None, tracker: R
         if labelled and name != "tokens":
             readouts[f"{name}_linear"] = ("linear_probe", run(linear_probe_task, "linear_probe", inputs, num_classes=k), code)
     tracker.log_probes({name: Path(ref["path"]) for name, (_, ref, _) in readouts.items()})
-    # The cluster readout's code (cluster.code): the head's, the raw features', or whichever's restarts agree most.
-    cluster_code = choose_cluster_code(cfg, {c: Path(readouts[r][1]["path"]) for c, r in (("head", "stego_cluster"),
-                                                                                         ("raw", "tokens_cluster")) if r in readouts})
-    chosen = "stego_cluster" if cluster_code["chosen"] == "head" else "tokens_cluster"
     # 6. Predictions on the evaluation split (+ dense CRF on the STEGO clusters).
+    def predict_with(readout_name: str, use_crf: bool) -> dict:
+        readout_stage, ref, code = readouts[readout_name]
+        return run(predict_task, "predict", {"embed": emb_eval["key"], **code, "readout": ref["key"]},
+                   readout_stage=readout_stage, crf=use_crf)
+
+    # The cluster readout's code (cluster.code): the head's, the raw features', or the candidate that a label-free
+    # signal prefers; the candidates are predicted first, both signals are recorded whenever both are there.
+    candidates = {c: r for c, r in (("head", "stego_cluster"), ("raw", "tokens_cluster")) if r in readouts}
+    early = {f"stego_cluster_{c}": predict_with(r, False) for c, r in candidates.items()} if cfg.cluster.code != "head" else {}
+    cluster_code = choose_cluster_code(cfg, {c: Path(readouts[r][1]["path"]) for c, r in candidates.items()},
+                                       {c: Path(early[f"stego_cluster_{c}"]["path"]) / "predictions.npy" for c in candidates
+                                        if f"stego_cluster_{c}" in early})
+    chosen = candidates[cluster_code["chosen"]]
     plan = {"stego_cluster": (chosen, False), "stego_linear": ("stego_linear", False),
             "raw_kmeans": ("raw_cluster", False), "raw_linear": ("raw_linear", False)}
-    if cfg.cluster.code != "head":
-        plan.update(stego_cluster_head=("stego_cluster", False), stego_cluster_raw=("tokens_cluster", False))
+    plan.update({m: None for m in early})  # predicted above
     if cfg.crf.enabled:
         plan["stego_cluster_crf"] = (chosen, True)
     for method in cfg.reduce.methods:
         plan.update({f"{method}_kmeans": (f"{method}_cluster", False), f"{method}_linear": (f"{method}_linear", False)})
-    preds = {}
-    for method, (readout_name, use_crf) in plan.items():
-        if readout_name not in readouts:
-            continue
-        readout_stage, ref, code = readouts[readout_name]
-        preds[method] = run(predict_task, "predict", {"embed": emb_eval["key"], **code, "readout": ref["key"]},
-                            readout_stage=readout_stage, crf=use_crf)
+    preds = {method: early[method] if spec is None else predict_with(*spec)
+             for method, spec in plan.items() if spec is None or spec[0] in readouts}
     # 7. Hungarian evaluation over the whole split.
     matched = {m: not m.endswith("linear") for m in preds}
     scores = run(evaluate_task, "evaluate", {"embed": emb_eval["key"], **{m: p["key"] for m, p in preds.items()}},
@@ -247,22 +252,31 @@ def run_stages(cfg: ExperimentConfig, store: str, output: str | None, tracker: R
     return result
 
 
-def choose_cluster_code(cfg: ExperimentConfig, cluster_dirs: dict[str, Path]) -> dict:
+def choose_cluster_code(cfg: ExperimentConfig, cluster_dirs: dict[str, Path],
+                        predictions: dict[str, Path] | None = None) -> dict:
     """Which code ``stego_cluster`` reads out (``cluster.code``): ``{"rule", "chosen": "head" | "raw", "agreement":
-    {candidate: mean pairwise NMI of its k-means restarts}}``; under ``agreement`` the highest (the head on a tie)."""
+    {candidate: mean pairwise NMI of its k-means restarts}, "coherence": {candidate: spatial coherence of its
+    predictions}}`` (coherence when ``predictions`` holds each candidate's ``predictions.npy``). Under
+    ``agreement`` or ``coherence`` the candidate with the highest signal wins (the head on a tie)."""
     rule = cfg.cluster.code
     agreement = {c: json.loads((d / "clustering.json").read_text()).get("agreement") for c, d in cluster_dirs.items()}
-    if rule == "agreement":
-        missing = [c for c, a in agreement.items() if a is None]
+    signals = {"agreement": agreement}
+    if predictions and set(predictions) == set(cluster_dirs):
+        signals["coherence"] = {c: spatial_coherence(np.load(f, mmap_mode="r")) for c, f in predictions.items()}
+    if rule in signals:
+        values = signals[rule]
+        missing = [c for c, a in values.items() if a is None]
         if missing:
             raise RuntimeError(f"cluster.code=agreement: the cluster artifacts of {missing} hold no restart agreement "
                                "(written by an older release): run `stego cache verify --fix` or clear the cluster stage")
-        chosen = max(agreement, key=lambda c: (agreement[c], c == "head"))
-        run_logger().info("cluster.code=agreement: restarts agree %s (NMI): the cluster readout uses the %s",
-                          {c: round(a, 3) for c, a in agreement.items()}, "head's code" if chosen == "head" else "raw features")
-    else:
+        chosen = max(values, key=lambda c: (values[c], c == "head"))
+        run_logger().info("cluster.code=%s: %s: the cluster readout uses the %s", rule, {c: round(a, 3) for c, a in values.items()},
+                          "head's code" if chosen == "head" else "raw features")
+    elif rule in ("head", "raw"):
         chosen = rule
-    return {"rule": rule, "chosen": chosen, "agreement": agreement}
+    else:
+        raise RuntimeError(f"cluster.code={rule}: the head's code and the raw features must both be clustered and predicted")
+    return {"rule": rule, "chosen": chosen, **signals}
 
 
 def baseline_config(cfg: ExperimentConfig) -> ExperimentConfig:

@@ -191,10 +191,12 @@ class ClusterConfig(_Strict):
     kmeans_restarts: int = Field(5, ge=1, description="k-means restarts (kmeans), or solutions voting (consensus)")
     kmeans_max_tokens: int = Field(500_000, ge=1000, description="token sample for k-means fits")
     temperature: float = Field(2.0, gt=0.0, description="cluster probabilities = softmax(temperature * cosine)")
-    code: Literal["head", "raw", "agreement"] = Field(
+    code: Literal["head", "raw", "agreement", "coherence"] = Field(
         "head", description="what the cluster readout (stego_cluster) clusters: head: the head's code; raw: the raw "
         "backbone features (the head is still trained and scored as stego_cluster_head); agreement: both, keeping the "
-        "one whose k-means restarts agree most (mean pairwise NMI, no labels; needs method=kmeans, select=balance)")
+        "one whose k-means restarts agree most (mean pairwise NMI, no labels; needs method=kmeans, select=balance); "
+        "coherence: both, keeping the one whose predictions on the evaluation images are spatially most coherent "
+        "(neighbour-agreement kappa, no labels)")
 
     @model_validator(mode="after")
     def _agreement_needs_restarts(self):

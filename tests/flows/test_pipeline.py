@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from flows.pipeline import METHODS, REDUCTION_METHODS, stego_pipeline
+from stego_core.coherence import spatial_coherence
 from stego_core.presets import build_config
 from tests_helpers import TINY, flow_run_artifacts, tiny_overrides
 
@@ -143,7 +144,7 @@ def test_raw_baseline_ignores_the_stego_readout_options_and_baselines_off_skips_
     assert no_raw["metrics"]["stego_cluster"] == result["metrics"]["stego_cluster"]
 
 
-def test_cluster_code_agreement_picks_the_code_whose_restarts_agree_most(first_run, camvid_root, tmp_path):
+def test_cluster_code_agreement_and_coherence_pick_the_code_their_signal_prefers(first_run, camvid_root, tmp_path):
     """``cluster.code=agreement``: the head's code and the raw features are clustered with the same readout; the
     candidate whose restarts agree most (NMI, recomputed here from the stored record) is ``stego_cluster``, both
     are scored, and the run folder records the choice. ``cluster.code=raw`` reads out the raw features whatever
@@ -163,6 +164,15 @@ def test_cluster_code_agreement_picks_the_code_whose_restarts_agree_most(first_r
     assert m["stego_cluster"] == m[f"stego_cluster_{code['chosen']}"]
     assert m["stego_cluster_head"] != m["stego_cluster_raw"]
     assert json.loads((out / "metrics.json").read_text())["cluster_code"] == code
+    # Both signals are recorded; under cluster.code=coherence the candidate whose predictions are most coherent
+    # (recomputed here from the stored predictions) is stego_cluster, from the same cached stages.
+    coherent = stego_pipeline(config=tiny_config(camvid_root, *readout, "cluster.code=coherence"), artifact_root=str(art))
+    kappa = {c: spatial_coherence(np.load(art / "predict" / coherent["artifacts"][f"predict_stego_cluster_{c}"] / "predictions.npy"))
+             for c in ("head", "raw")}
+    assert coherent["cluster_code"]["coherence"] == kappa == code["coherence"]
+    assert coherent["cluster_code"]["chosen"] == max(kappa, key=kappa.get)
+    assert coherent["metrics"]["stego_cluster"] == m[f"stego_cluster_{coherent['cluster_code']['chosen']}"]
+    assert not any(hit is False for stage, hit in coherent["cached"].items() if stage != "evaluate")
     raw = stego_pipeline(config=tiny_config(camvid_root, *readout, "cluster.code=raw", "probes=false"),
                          artifact_root=str(art))
     assert raw["metrics"]["stego_cluster"] == m["stego_cluster_raw"] and raw["cluster_code"]["chosen"] == "raw"
