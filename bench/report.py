@@ -271,7 +271,9 @@ def robustness_section(r: dict | None) -> str:
                 + ", ".join(f"{k} {f(v)}" for k, v in a["spearman_by_split"].items())
                 + f". On the head-minus-raw differences its rule decides on: {f(a['spearman_difference'])} ("
                 + ", ".join(f"{k} {f(v)}" for k, v in a["spearman_difference_by_split"].items())
-                + f"); its rule picked the better code in {a['rule_picked_better']} runs."]
+                + "); by recipe " + ", ".join(f"{k} {f(v)}" for k, v in a.get("spearman_difference_by_recipe", {}).items())
+                + f". Its rule picked the better code in {a['rule_picked_better']} runs ("
+                + ", ".join(f"{k} {v}" for k, v in a.get("rule_picked_better_by_recipe", {}).items()) + ")."]
     return "\n".join(out) + "\n"
 
 

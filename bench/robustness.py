@@ -137,9 +137,10 @@ def signal_study(runs: list[dict], signal: str) -> dict:
         where = f"{r['dataset']}/{r['split']}"
         mi = {c: m[f"stego_cluster_{c}"]["mIoU"] for c in ("head", "raw")}
         points += [(where, a[c], mi[c]) for c in ("head", "raw")]
-        diffs.append((where, a["head"] - a["raw"], mi["head"] - mi["raw"]))
-        right.append(mi[pick] >= max(mi.values()))
+        diffs.append((where, a["head"] - a["raw"], mi["head"] - mi["raw"], r["recipe"]))
+        right.append((r["recipe"], mi[pick] >= max(mi.values())))
     groups = sorted({w for w, _, _ in points})
+    recipes = sorted({d[3] for d in diffs})
     return {
         "description": SIGNALS[signal],
         "pairs": len(points),
@@ -148,7 +149,11 @@ def signal_study(runs: list[dict], signal: str) -> dict:
         "spearman_difference": rho([d[1] for d in diffs], [d[2] for d in diffs]),
         "spearman_difference_by_split": {g: rho([d[1] for d in diffs if d[0] == g], [d[2] for d in diffs if d[0] == g])
                                          for g in groups},
-        "rule_picked_better": f"{sum(right)}/{len(right)}",
+        "spearman_difference_by_recipe": {rec: rho([d[1] for d in diffs if d[3] == rec], [d[2] for d in diffs if d[3] == rec])
+                                          for rec in recipes},
+        "rule_picked_better": f"{sum(ok for _, ok in right)}/{len(right)}",
+        "rule_picked_better_by_recipe": {rec: f"{sum(ok for x, ok in right if x == rec)}/{sum(x == rec for x, _ in right)}"
+                                         for rec in recipes},
     }
 
 
@@ -181,12 +186,18 @@ def main() -> None:
                     print(f"{run_id(run)}: " + ", ".join(f"{m} {100 * v['mIoU']:.1f}" for m, v in run["metrics"].items())
                           + "".join(f"; {s} {result['cluster_code'].get(s)}" for s in SIGNALS) + f" ({run['wall_s']:.0f} s)",
                           flush=True)
-                    table = summarize(runs)
-                    out.pop("agreement", None)  # written by an earlier version: now under "signals"
-                    out.update(table=table, selection=selection(table),
-                               signals={s: signal_study(runs, s) for s in SIGNALS}, machine=machine())
-                    args.json.parent.mkdir(parents=True, exist_ok=True)
-                    args.json.write_text(json.dumps(out, indent=1))
+                    write_summary(out, runs, args.json)
+    write_summary(out, runs, args.json)  # also when every run was there already: the summary follows this code
+
+
+def write_summary(out: dict, runs: list[dict], path: Path) -> None:
+    """The table, both selections and the signal studies of ``runs``, written with them to ``path``."""
+    table = summarize(runs)
+    out.pop("agreement", None)  # written by an earlier version: now under "signals"
+    out.update(table=table, selection=selection(table), signals={s: signal_study(runs, s) for s in SIGNALS},
+               machine=machine())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=1))
 
 
 if __name__ == "__main__":
