@@ -9,7 +9,7 @@ that every row is the readout alone.
 
 Runs seed by seed (val then test) and rewrites the JSON after each, so a stopped run keeps what it did.
 
-    python bench/dim_sweep.py                                  # dims 3 9 27 70 128, seeds 0 1 2: ~2 h on 2 CPU cores
+    python bench/dim_sweep.py                                  # dims 3 9 27 70 128, seeds 0 1 2: ~12 min a seed on one CPU thread, features cached
     python bench/dim_sweep.py --dims 3 9 --seeds 0 --splits val
 """
 from __future__ import annotations
