@@ -16,7 +16,7 @@ The recipe is chosen on one dataset and reported on the other, in both direction
 test, reported on CamVid test. Each label-free signal's Spearman correlation with mIoU is computed over
 every (run, candidate) pair, and over the head-minus-raw differences that its rule decides on.
 
-    python bench/robustness.py                                   # recipes dinov2 clusterbook, seeds 0 1 2
+    python bench/robustness.py                                   # every recipe below, seeds 0 1 2
     python bench/robustness.py --recipes dinov2 --seeds 0 --datasets labelmefacade
 """
 from __future__ import annotations
@@ -45,6 +45,8 @@ RECIPES: dict[str, tuple[str, list[str]]] = {
     "dinov2": ("the dinov2 recipe (per-anchor shifts, EMA teacher, 168 px, balanced k-means + refinement)", []),
     "clusterbook": ("dinov2 + a CAUSE-style concept clusterbook (concept-wise contrastive term)",
                     ["loss.w_concept=0.05", "concepts.num_concepts=256"]),
+    "clusterbook_w0.01": ("the clusterbook at a fifth of the weight", ["loss.w_concept=0.01", "concepts.num_concepts=256"]),
+    "clusterbook_w0.2": ("the clusterbook at four times the weight", ["loss.w_concept=0.2", "concepts.num_concepts=256"]),
 }
 # Rows of the report: (recipe, method) -> description. The baselines come from the dinov2 runs.
 ROWS = {
@@ -57,6 +59,8 @@ ROWS = {
     ("clusterbook", "stego_cluster_head"): "the clusterbook head's code, the dinov2 readout",
     ("clusterbook", "stego_cluster"): "clusterbook, code chosen by restart agreement",
     ("clusterbook", "coherence_choice"): "clusterbook, code chosen by spatial coherence",
+    ("clusterbook_w0.01", "stego_cluster_head"): "the clusterbook head at loss.w_concept=0.01",
+    ("clusterbook_w0.2", "stego_cluster_head"): "the clusterbook head at loss.w_concept=0.2",
 }
 
 

@@ -29,7 +29,6 @@ from stego_core.probes import LinearProbe
 logger = logging.getLogger(__name__)
 
 
-
 @torch.no_grad()
 def dense_maps(
     features: np.ndarray, features_flip: np.ndarray | None, head: torch.nn.Module | None, *,
