@@ -184,9 +184,6 @@ def main() -> None:
                     if signal_choice(run, "coherence"):
                         run["metrics"]["coherence_choice"] = run["metrics"][f"stego_cluster_{signal_choice(run, 'coherence')}"]
                     runs.append(run)
-                    if args.json.exists():  # runs another process added meanwhile (one per recipe can run at once)
-                        theirs = json.loads(args.json.read_text()).get("runs", [])
-                        runs[:] = [r for r in theirs if run_id(r) not in {run_id(x) for x in runs}] + runs
                     print(f"{run_id(run)}: " + ", ".join(f"{m} {100 * v['mIoU']:.1f}" for m, v in run["metrics"].items())
                           + "".join(f"; {s} {result['cluster_code'].get(s)}" for s in SIGNALS) + f" ({run['wall_s']:.0f} s)",
                           flush=True)
@@ -195,7 +192,11 @@ def main() -> None:
 
 
 def write_summary(out: dict, runs: list[dict], path: Path) -> None:
-    """The table, both selections and the signal studies of ``runs``, written with them to ``path``."""
+    """The table, both selections and the signal studies of ``runs``, written with them to ``path``; first the runs
+    another process added to ``path`` meanwhile join ``runs`` (one process per recipe can run at once)."""
+    if path.exists():
+        theirs = json.loads(path.read_text()).get("runs", [])
+        runs[:] = [r for r in theirs if run_id(r) not in {run_id(x) for x in runs}] + runs
     table = summarize(runs)
     out.pop("agreement", None)  # written by an earlier version: now under "signals"
     out.update(table=table, selection=selection(table), signals={s: signal_study(runs, s) for s in SIGNALS},
