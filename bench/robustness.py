@@ -46,6 +46,7 @@ RECIPES: dict[str, tuple[str, list[str]]] = {
     "clusterbook": ("dinov2 + a CAUSE-style concept clusterbook (concept-wise contrastive term)",
                     ["loss.w_concept=0.05", "concepts.num_concepts=256"]),
     "clusterbook_w0.01": ("the clusterbook at a fifth of the weight", ["loss.w_concept=0.01", "concepts.num_concepts=256"]),
+    "clusterbook_w0.02": ("the clusterbook at two fifths of the weight", ["loss.w_concept=0.02", "concepts.num_concepts=256"]),
     "clusterbook_w0.2": ("the clusterbook at four times the weight", ["loss.w_concept=0.2", "concepts.num_concepts=256"]),
 }
 # Rows of the report: (recipe, method) -> description. The baselines come from the dinov2 runs.
@@ -60,6 +61,7 @@ ROWS = {
     ("clusterbook", "stego_cluster"): "clusterbook, code chosen by restart agreement",
     ("clusterbook", "coherence_choice"): "clusterbook, code chosen by spatial coherence",
     ("clusterbook_w0.01", "stego_cluster_head"): "the clusterbook head at loss.w_concept=0.01",
+    ("clusterbook_w0.02", "stego_cluster_head"): "the clusterbook head at loss.w_concept=0.02",
     ("clusterbook_w0.2", "stego_cluster_head"): "the clusterbook head at loss.w_concept=0.2",
 }
 
