@@ -26,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from protocol import ROOT, machine, run_main, run_pipeline  # noqa: E402
+from protocol import ROOT, machine, parse_run_args, run_main, run_pipeline  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "predict_readout.json"
 # readout artifact of the run -> the artifact that maps features to its code (None: the raw tokens)
@@ -64,6 +64,7 @@ def measure(dataset: str, images: int, root: str) -> list[dict]:
     feats, flips = data.features[:n], None if data.features_flip is None else data.features_flip[:n]
     size = (int(data.labels.shape[-1]),) * 2
     num_classes = len(result["metrics"]["raw_kmeans"]["per_class_iou"])
+    labels = np.asarray(data.labels[:n])
     rows = []
     for readout_name, code in READOUTS.items():
         if f"readout_{readout_name}" not in keys:
@@ -78,10 +79,8 @@ def measure(dataset: str, images: int, root: str) -> list[dict]:
                 t0 = time.perf_counter()
                 preds[path] = predict(feats, flips, code_map, readout, size, progress=False)
                 timings[path] = time.perf_counter() - t0
-        labels = np.asarray(data.labels[:n])
         scores = {p: evaluate_predictions(v, labels, num_predictions=max(int(v.max()) + 1, len(centroids)),
-                                          num_classes=num_classes,
-                                          matched=True) for p, v in preds.items()}
+                                          num_classes=num_classes, matched=True) for p, v in preds.items()}
         row = {"dataset": dataset, "readout": readout_name, "images": n, "size": size[0],
                "channels": int(getattr(code_map, "dim", None) or feats.shape[1]), "clusters": int(len(centroids)),
                "upsampled_s": round(timings["upsampled"], 2), "low_resolution_s": round(timings["low_resolution"], 2),
@@ -98,9 +97,7 @@ def measure(dataset: str, images: int, root: str) -> list[dict]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--datasets", nargs="+", default=["camvid", "labelmefacade"])
-    ap.add_argument("--images", type=int, default=200)
-    from protocol import parse_run_args
-
+    ap.add_argument("--images", type=lambda v: max(1, int(v)), default=200, help="evaluation images measured (at least 1)")
     args, root, previous = parse_run_args(ap, RESULTS)
     # A run on some datasets keeps the rows of the others.
     rows = [row for row in previous.get("rows", []) if row["dataset"] not in args.datasets]

@@ -265,7 +265,7 @@ def choose_cluster_code(cfg: ExperimentConfig, cluster_dirs: dict[str, Path],
         signals["coherence"] = {c: spatial_coherence(np.load(f, mmap_mode="r")) for c, f in predictions.items()}
     if rule in signals:
         values = signals[rule]
-        missing = [c for c, a in values.items() if a is None]
+        missing = [c for c, a in agreement.items() if a is None] if rule == "agreement" else []
         if missing:
             raise RuntimeError(f"cluster.code=agreement: the cluster artifacts of {missing} hold no restart agreement "
                                "(written by an older release): run `stego cache verify --fix` or clear the cluster stage")

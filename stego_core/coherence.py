@@ -29,7 +29,9 @@ def spatial_coherence(label_maps: np.ndarray, *, step: int = 4, chunk: int = 64)
         same += int((p[:, 1:, :] == p[:, :-1, :]).sum() + (p[:, :, 1:] == p[:, :, :-1]).sum())
         pairs += p[:, 1:, :].size + p[:, :, 1:].size
         c = np.bincount(p.ravel())
-        counts = np.pad(counts, (0, max(0, len(c) - len(counts)))) + np.pad(c, (0, max(0, len(counts) - len(c))))
+        if len(c) > len(counts):
+            counts = np.pad(counts, (0, len(c) - len(counts)))
+        counts[:len(c)] += c
     if pairs == 0:
         return float("nan")
     freq = counts / counts.sum()
