@@ -39,7 +39,8 @@ PRESET = "camvid-dinov2s14"
 # k-means best of 5 by objective).
 BASE = ["loss.shift_mode=calibrated", "loss.q_self=0.5", "loss.q_knn=0.5", "loss.q_rand=0.8", "train.steps=400",
         "train.lr=1e-4", "train.ema_decay=0", "loss.w_teacher=0", "cluster.method=kmeans", "cluster.select=objective",
-        "cluster.kmeans_restarts=5", "cluster.refine_steps=0", "embed.train_resolution=224", "data.five_crop=true"]
+        "cluster.kmeans_restarts=5", "cluster.refine_steps=0", "embed.train_resolution=224", "data.five_crop=true",
+        "loss.w_concept=0"]
 COMMON = ["crf.enabled=false", "linear.loss_resolution=32"]
 PER_ANCHOR = ["loss.shift_mode=per_anchor", "loss.q_anchor=0.8"]
 TEACHER = ["train.ema_decay=0.99", "loss.w_teacher=0.5", "loss.q_teacher=0.8"]

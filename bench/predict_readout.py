@@ -8,7 +8,7 @@ dividing by a pixel's norm does not change which ``k`` is largest). This script 
 the time of both paths over the same images, the share of pixels whose label differs (float rounding at
 near-ties) and the mIoU of both.
 
-The runs are the robustness protocol's (``bench/robustness.py``, the dinov2 recipe, seed 0) on CamVid test
+The runs are the robustness protocol's (``bench/robustness.py``, recipe ``no_concepts``, seed 0) on CamVid test
 and LabelMeFacade test, through the real pipeline with the shared artifact cache; every cluster readout of
 the run (the head's code, the raw tokens with the recipe's readout, raw k-means, PCA k-means) is measured on
 the first ``--images`` evaluation images.
@@ -56,7 +56,7 @@ def measure(dataset: str, images: int, root: str) -> list[dict]:
     from stego_core.stages import evaluate_predictions, load_code_map
     from tasks.remote_store import open_store
 
-    cfg = config(dataset, "dinov2", 0, "test")
+    cfg = config(dataset, "no_concepts", 0, "test")
     result = run_pipeline(cfg, root)
     keys, store = result["artifacts"], open_store(root)
     data = open_embedding(store.open("embed", keys["embed_eval"]).path)

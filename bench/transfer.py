@@ -1,6 +1,7 @@
 """Transfer across datasets: heads trained on one dataset, scored on another (docs/RESULTS.md).
 
-A train-dataset x eval-dataset matrix of cluster mIoU for the head's code (the dinov2 recipe), its label-free
+A train-dataset x eval-dataset matrix of cluster mIoU for the head's code (the previous default: the dinov2 recipe
+without the clusterbook, recipe ``no_concepts``), its label-free
 choice of code, PCA to the code dimension and raw k-means, from the real `stego_pipeline` flow with
 ``data.eval_dataset`` (the number of clusters is the evaluation dataset's). The runs use the robustness
 protocol's settings (``bench/robustness.py``), so the diagonal and the training stages are shared with it.
@@ -40,7 +41,7 @@ def main() -> None:
                 cell = cells.setdefault(f"{train}->{target}", {})
                 if str(seed) in cell:
                     continue
-                cfg = config(train, "dinov2", seed, EVAL_SPLIT)
+                cfg = config(train, "no_concepts", seed, EVAL_SPLIT)
                 if target != train:
                     cfg = apply_overrides(cfg, {"data.eval_dataset": target})
                 t0 = time.perf_counter()

@@ -254,11 +254,16 @@ CONCEPTS_FILE = "concepts.npy"
 def fit_concepts(cfg: ExperimentConfig, feats, out_dir: Path, device: torch.device) -> tuple[np.ndarray, dict]:
     """The concept clusterbook of ``loss.w_concept``, fitted on a seeded sample of ``concepts.tokens`` training
     tokens (fewer when the sample would not fit ``memory.host_gb``) and written to ``out_dir/concepts.npy``
-    (with ``concepts.json``: its modularity and how many concepts it uses)."""
+    (with ``concepts.json``: its modularity and how many concepts it uses). Training data with fewer tokens
+    than ``concepts.num_concepts`` gets one concept per token (the default preset's 256 on a tiny dataset)."""
     c = cfg.concepts
     cap = MemoryBudget.from_config(cfg.memory).limit("cpu") // (4 * int(feats.shape[1]))
     tokens = sample_tokens(feats, max_tokens=max(c.num_concepts, min(c.tokens, cap)), seed=cfg.seed)
-    book, info = fit_clusterbook(tokens, num_concepts=c.num_concepts, steps=c.steps, batch=c.batch_tokens, lr=c.lr,
+    num_concepts = min(c.num_concepts, len(tokens))
+    if num_concepts < c.num_concepts:
+        logger.warning("concepts.num_concepts=%d: the training data has %d tokens, so %d concepts are fitted",
+                       c.num_concepts, len(tokens), num_concepts)
+    book, info = fit_clusterbook(tokens, num_concepts=num_concepts, steps=c.steps, batch=c.batch_tokens, lr=c.lr,
                                  temperature=c.temperature, seed=cfg.seed, device=device)
     del tokens
     np.save(out_dir / CONCEPTS_FILE, book)

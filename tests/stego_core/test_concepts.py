@@ -175,3 +175,10 @@ def test_train_stage_writes_the_clusterbook(tmp_path):
     book = np.load(head / stages.CONCEPTS_FILE)
     assert book.shape[0] == 8 and json.loads((head / "concepts.json").read_text())["tokens"] == 200
     assert "loss_concept" in json.loads((head / "history.json").read_text())[0]
+    # More concepts than training tokens (the default 256 on a tiny dataset): one concept per token, no error.
+    feats = stages.open_embedding(embed).features
+    tokens = int(np.prod(feats.shape)) // feats.shape[1]
+    many = cfg.model_copy(update={"concepts": cfg.concepts.model_copy(update={"num_concepts": tokens + 5, "tokens": tokens + 5})})
+    (tmp_path / "many").mkdir()
+    book, info = stages.fit_concepts(many, feats, tmp_path / "many", torch.device("cpu"))
+    assert book.shape[0] == tokens and info["num_concepts"] == tokens

@@ -54,6 +54,9 @@ def test_the_camvid_preset_is_the_dinov2_recipe_with_camvid_data_and_evaluation(
     assert cfg.train.ema_decay == recipe["train"]["ema_decay"] > 0 and cfg.loss.w_teacher > 0
     assert (cfg.cluster.select, cfg.cluster.refine_steps) == (recipe["cluster"]["select"], recipe["cluster"]["refine_steps"])
     assert cfg.embed.train_resolution == recipe["embed"]["train_resolution"] == 168  # inherited, not pinned to 224
+    # the concept clusterbook at the weight bench/robustness.py chose on CamVid val and LabelMeFacade train
+    assert (cfg.loss.w_concept, cfg.concepts.num_concepts) == (0.01, 256)
+    assert build_config("labelmefacade-dinov2s14").loss.w_concept == 0.01
     assert (cfg.data.dataset, cfg.embed.eval_resolution, cfg.embed.flip_tta, cfg.crf.enabled) == ("camvid", 322, True, True)
 
 
