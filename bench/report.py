@@ -258,10 +258,9 @@ def robustness_section(r: dict | None) -> str:
     out += ["", "Selection on one dataset, report on the other (the row with the best mean ratio to raw k-means on the"
             " selection split; on two selection splits, the best worse-of-the-two):", ""]
     for sel in r.get("selection", []):
-        reported = sel["reported"] if "mIoU" not in sel["reported"] else {sel["reported_on"]: sel["reported"]}
         out.append(f"- chosen on {sel['chosen_on']} ({sel['selection_vs_raw']:.2f}x there): `{sel['chosen']}`; " + "; ".join(
             f"on {s}: {pm(rep['mIoU'])} mIoU, {rep['vs_raw']['mean']:.2f}x raw k-means (worst seed "
-            f"{min(rep['vs_raw']['values']):.2f}x), {rep['vs_pca']['mean']:.2f}x PCA" for s, rep in reported.items()))
+            f"{min(rep['vs_raw']['values']):.2f}x), {rep['vs_pca']['mean']:.2f}x PCA" for s, rep in sel["reported"].items()))
     def f(x):
         return "-" if x is None else f"{x:+.2f}"
 
