@@ -324,7 +324,10 @@ class LocalCluster:
 
     def __exit__(self, *exc: Any) -> None:
         drain_event_workers()
-        for proc in reversed(self.procs):
+        procs = list(reversed(self.procs))
+        for proc in procs:  # signal every process first, so their shutdowns overlap instead of queueing
+            proc.terminate()
+        for proc in procs:
             stop_process(proc)
         self.procs.clear()
 

@@ -1,7 +1,9 @@
 """The Prefect UI in a real browser, as a user works: open the stego-pipeline deployment's Run page in headless
 Chromium, choose the CamVid quick preset in the form's dropdown, submit, and find the run's scores and its
-MLflow link on the flow-run page once a worker has run it. Screenshots go to bench/results/ (linked from the
-README): ``ui_run_form.png``, ``ui_run_artifacts.png``.
+MLflow link on the flow-run page once a worker has run it. Screenshots (``ui_run_form.png``,
+``ui_run_artifacts.png``, ...) go to a temporary folder, or to ``$STEGO_SCREENSHOTS`` when it is set:
+``STEGO_SCREENSHOTS=bench/results`` refreshes the ones the README links to (a plain test run leaves the
+checkout untouched).
 
 Needs Debian's ``chromium`` and ``chromium-driver`` and the ``selenium`` package (the dev extras); skipped
 with the reason where one is missing. The services are real and local (127.0.0.1): the session's Prefect
@@ -11,7 +13,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -21,7 +25,8 @@ from tests_helpers import flow_run_artifacts, tiny_overrides, wait_final
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results"
+RESULTS = Path(os.environ.get("STEGO_SCREENSHOTS") or tempfile.mkdtemp(prefix="stego-screenshots-"))
+RESULTS.mkdir(parents=True, exist_ok=True)
 
 
 def missing() -> str | None:
