@@ -31,7 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from protocol import ROOT, machine, mean_std, run_main, run_pipeline, scores  # noqa: E402
+from protocol import BEFORE_CLUSTERBOOK, ROOT, machine, mean_std, run_main, run_pipeline, scores  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "ablation.json"
 PRESET = "camvid-dinov2s14"
@@ -40,7 +40,7 @@ PRESET = "camvid-dinov2s14"
 BASE = ["loss.shift_mode=calibrated", "loss.q_self=0.5", "loss.q_knn=0.5", "loss.q_rand=0.8", "train.steps=400",
         "train.lr=1e-4", "train.ema_decay=0", "loss.w_teacher=0", "cluster.method=kmeans", "cluster.select=objective",
         "cluster.kmeans_restarts=5", "cluster.refine_steps=0", "embed.train_resolution=224", "data.five_crop=true",
-        "loss.w_concept=0"]
+        *BEFORE_CLUSTERBOOK]
 COMMON = ["crf.enabled=false", "linear.loss_resolution=32"]
 PER_ANCHOR = ["loss.shift_mode=per_anchor", "loss.q_anchor=0.8"]
 TEACHER = ["train.ema_decay=0.99", "loss.w_teacher=0.5", "loss.q_teacher=0.8"]

@@ -23,13 +23,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from protocol import ROOT, machine, parse_run_args, run_main  # noqa: E402
+from protocol import BEFORE_CLUSTERBOOK, ROOT, machine, parse_run_args, run_main  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "dim_sweep.json"
 FIGURE = ROOT / "docs" / "dim_sweep_{split}.png"
 PRESET = "camvid-dinov2s14"
-# The head without the concept clusterbook (the default when the sweep was measured), so its numbers stay put.
-COMMON = ["crf.enabled=false", "loss.w_concept=0"]
+COMMON = ["crf.enabled=false", *BEFORE_CLUSTERBOOK]
 
 
 def main() -> None:

@@ -204,8 +204,9 @@ class Pipeline:
         from stego_core.presets import build_config
 
         self.stages, self.build, self.device, self.work = stages, build_config, device, Path(args.work)
-        # loss.w_concept=0: the preset as it was when the recorded GPU numbers were measured (no clusterbook).
-        self.base = ["crf.enabled=false", "loss.w_concept=0", "device=auto", *([f"data.data_root={args.data_root}"] if args.data_root else []),
+        from bench.protocol import BEFORE_CLUSTERBOOK
+
+        self.base = ["crf.enabled=false", *BEFORE_CLUSTERBOOK, "device=auto", *([f"data.data_root={args.data_root}"] if args.data_root else []),
                      *([f"embed.weights={args.weights}"] if args.weights else []), *args.set]
         info = stages.split_info(self.cfg(), "eval")
         self.k, self.names = info.num_classes, info.class_names

@@ -32,7 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from protocol import ROOT, machine, mean_std, parse_run_args, run_main, run_pipeline, scores  # noqa: E402
+from protocol import BEFORE_CLUSTERBOOK, ROOT, machine, mean_std, parse_run_args, run_main, run_pipeline, scores  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "robustness.json"
 # Where each dataset is scored: (split, role) - a selection split chooses, a report split is reported.
@@ -43,23 +43,23 @@ DATASETS = {
 }
 # (chosen on, reported on): one dataset's selection split against the other's report split, both ways; the
 # earlier protocol chose on LabelMeFacade test (kept for comparison: it is not the CamVid report split either).
-DIRECTIONS = [(("camvid/val",), "labelmefacade/test"), (("labelmefacade/train",), "camvid/test"),
-              (("labelmefacade/test",), "camvid/test")]
+DIRECTIONS = [(("camvid/val",), ("labelmefacade/test",)), (("labelmefacade/train",), ("camvid/test",)),
+              (("labelmefacade/test",), ("camvid/test",))]
 # The default recipe: chosen on both selection splits at once (the best worst-of-the-two ratio to raw k-means),
 # reported on both report splits.
 DEFAULT_CHOICE = (("camvid/val", "labelmefacade/train"), ("camvid/test", "labelmefacade/test"))
 # Common to every run: no CRF (the readout alone), PCA to the code dimension, no linear probes (the
 # protocol is about the label-free cluster readout), the label-free choice of code recorded.
 COMMON = ["crf.enabled=false", "reduce.methods=[pca]", "probes=false", "cluster.code=agreement"]
+BASELINE, DEFAULT = "no_concepts", "clusterbook_w0.01"  # the baselines (the same in every recipe's run) come from BASELINE
 RECIPES: dict[str, tuple[str, list[str]]] = {
-    "no_concepts": ("the previous default: the dinov2 recipe without the clusterbook (per-anchor shifts, EMA teacher, 168 px, "
-                    "balanced k-means + refinement)", ["loss.w_concept=0"]),
+    BASELINE: ("the previous default: the dinov2 recipe without the clusterbook (per-anchor shifts, EMA teacher, 168 px, "
+               "balanced k-means + refinement)", BEFORE_CLUSTERBOOK),
     **{f"clusterbook_w{w}": (f"the dinov2 recipe with a CAUSE-style concept clusterbook (256 concepts) at loss.w_concept={w}"
-                             + (": the dinov2 preset, the default" if w == "0.01" else ""),
+                             + (": the dinov2 preset, the default" if f"clusterbook_w{w}" == DEFAULT else ""),
                              [f"loss.w_concept={w}", "concepts.num_concepts=256"])
        for w in ("0.005", "0.01", "0.02", "0.05", "0.2")},
 }
-BASELINE, DEFAULT = "no_concepts", "clusterbook_w0.01"  # the baselines (the same in every recipe's run) come from BASELINE
 # Rows of the report: (recipe, method) -> description.
 ROWS = {
     (BASELINE, "raw_kmeans"): "raw tokens, k-means best of 5 by objective (the paper's readout): reference",
@@ -112,7 +112,6 @@ def selection(table: dict) -> list[dict]:
     selection splits is best, with its scores on each report split."""
     out = []
     for chosen_on, reported_on in DIRECTIONS + [DEFAULT_CHOICE]:
-        reported_on = (reported_on,) if isinstance(reported_on, str) else reported_on
         candidates = {name: min(row["scores"][s]["vs_raw"]["mean"] for s in chosen_on) for name, row in table.items()
                       if all(s in row["scores"] for s in chosen_on + reported_on)}
         if not candidates:
